@@ -1,0 +1,1 @@
+"""Core contracts: protocols, configuration, registry, device manager, losses."""

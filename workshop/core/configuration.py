@@ -1,0 +1,207 @@
+"""Pydantic v2 configurations: model, optimizer, training and data.
+
+Every configuration validates on construction and on assignment, rejects
+unknown fields, carries `schema_version`, and round-trips through JSON and
+YAML files (`save` / `load`, format by file suffix). Errors are
+`pydantic.ValidationError` (a `ValueError`) naming the field and what is allowed.
+
+`ModelConfiguration.parameters` is checked against the parameter schema of its
+`model_type` when that type is registered (see `workshop.core.registry`);
+`create_model` checks again, so a configuration made before its model was
+registered cannot slip through.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, NonNegativeInt
+
+from workshop.core import registry
+
+__all__ = [
+    "DEFAULT_INPUT_SHAPE",
+    "SCHEMA_VERSION",
+    "DataConfiguration",
+    "ModelConfiguration",
+    "OptimizerConfiguration",
+    "TrainingConfiguration",
+]
+
+SCHEMA_VERSION = 1
+
+# The documented default: one Fashion-MNIST image, [H, W, C].
+DEFAULT_INPUT_SHAPE = (28, 28, 1)
+
+
+class _Configuration(pydantic.BaseModel):
+    """Shared behaviour: strict fields, versioning, file round-trips."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    schema_version: int = SCHEMA_VERSION
+
+    @pydantic.field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {v} was written by a newer Workshop; this one reads up to {SCHEMA_VERSION}"
+            )
+        if v < 1:
+            raise ValueError("schema_version must be >= 1")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def save(self, path: str | pathlib.Path) -> pathlib.Path:
+        """Writes the configuration as JSON (`.json`) or YAML (`.yaml`, `.yml`)."""
+        path = pathlib.Path(path)
+        data = self.to_dict()
+        if path.suffix == ".json":
+            text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        elif path.suffix in (".yaml", ".yml"):
+            text = yaml.safe_dump(data, sort_keys=True)
+        else:
+            raise ValueError(f"{path}: configuration files must end in .json, .yaml or .yml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path):
+        """Reads a configuration written by `save` (or by hand)."""
+        path = pathlib.Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"configuration file {path} does not exist")
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
+        return cls.model_validate(data)
+
+
+class ModelConfiguration(_Configuration):
+    """One configuration for every model family (see the user guide).
+
+    Attributes:
+      model_type: registered model type, e.g. "vae", "vqvae", "ddpm", "glow".
+      input_shape: shape of one example; `(H, W, C)` for images, `(D,)` for
+        vectors. Default `(28, 28, 1)`, one Fashion-MNIST image.
+      latent_dim: size of the latent space (VAE, GAN noise, VQ embedding size).
+      encoder_features: widths of the encoder layers (MLP units or conv channels).
+      decoder_features: widths of the decoder layers.
+      num_timesteps: diffusion steps.
+      backbone_type: network family inside the model ("mlp", "conv", "unet",
+        "dit", ...); None lets the model pick from `input_shape`.
+      num_flows: flow steps.
+      parameters: model-specific options, checked against the model's schema.
+      metadata: free-form, carried along (experiment ids, dataset names).
+    """
+
+    model_type: str = Field(min_length=1)
+    name: str | None = None
+    input_shape: tuple[PositiveInt, ...] = DEFAULT_INPUT_SHAPE
+    latent_dim: PositiveInt = 32
+    encoder_features: list[PositiveInt] = Field(default_factory=lambda: [32, 64])
+    decoder_features: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+    num_timesteps: PositiveInt = 1000
+    backbone_type: str | None = None
+    num_flows: PositiveInt = 8
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @pydantic.field_validator("model_type")
+    @classmethod
+    def _normalise_model_type(cls, v: str) -> str:
+        return v.strip().lower()
+
+    @pydantic.field_validator("input_shape")
+    @classmethod
+    def _image_or_vector(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) not in (1, 2, 3):
+            raise ValueError(
+                f"input_shape {v} must be (D,) for vectors, (T, C) for sequences or (H, W, C) for images"
+            )
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _check_parameters(self) -> "ModelConfiguration":
+        if registry.is_registered(self.model_type):
+            registry.validate_parameters(self.model_type, self.parameters)
+        return self
+
+    @property
+    def family(self) -> str:
+        """The registered family of `model_type` (raises if unknown)."""
+        return registry.get_model_spec(self.model_type).family
+
+    def typed_parameters(self):
+        """`parameters` parsed by the model's schema, defaults filled in."""
+        return registry.validate_parameters(self.model_type, self.parameters)
+
+
+class OptimizerConfiguration(_Configuration):
+    """An optax optimizer and learning-rate schedule.
+
+    `schedule`: "constant"; "cosine" (cosine decay to `final_lr_fraction` of the
+    peak over the run); "warmup_cosine" (linear warm-up over `warmup_steps`, then
+    cosine decay).
+    """
+
+    name: Literal["adam", "adamw", "sgd", "rmsprop", "lamb"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    schedule: Literal["constant", "cosine", "warmup_cosine"] = "constant"
+    warmup_steps: NonNegativeInt = 0
+    final_lr_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    b1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    b2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    grad_clip_norm: PositiveFloat | None = None
+
+
+class TrainingConfiguration(_Configuration):
+    """How long and how to train, and when the callbacks fire (in steps)."""
+
+    num_steps: PositiveInt = 1000
+    seed: int = 0
+    optimizer: OptimizerConfiguration = Field(default_factory=OptimizerConfiguration)
+    ema_decay: float | None = Field(default=0.999, ge=0.0, lt=1.0)
+    log_every: PositiveInt = 50
+    eval_every: PositiveInt | None = 500
+    eval_batches: PositiveInt | None = None
+    checkpoint_every: PositiveInt | None = 500
+    keep_checkpoints: PositiveInt = 3
+    sample_every: PositiveInt | None = 1000
+    num_samples: PositiveInt = 64
+    early_stopping_patience: PositiveInt | None = None
+    early_stopping_metric: str = "loss"
+    progress_bar: bool = True
+    tensorboard: bool = True
+
+
+class DataConfiguration(_Configuration):
+    """Which dataset, where its files are, and how batches are made.
+
+    `binarize`: "none" keeps grey levels in [0, 1]; "dynamic" draws a fresh
+    Bernoulli sample of each image every epoch (Salakhutdinov & Murray 2008),
+    the usual training set-up for Bernoulli decoders; "fixed" binarizes once
+    with a seed (for evaluation sets).
+    """
+
+    dataset: Literal["fashion_mnist", "mnist"] = "fashion_mnist"
+    data_dir: str | None = None
+    batch_size: PositiveInt = 128
+    eval_batch_size: PositiveInt = 500
+    shuffle_seed: int = 0
+    binarize: Literal["none", "dynamic", "fixed"] = "none"
+    prefetch: NonNegativeInt = 2

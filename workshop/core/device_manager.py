@@ -1,0 +1,201 @@
+"""Device detection, accelerator memory strategies and the mixed-precision policy.
+
+* `get_device_manager()`: the process-wide `DeviceManager` (platform "gpu",
+  "cpu" or "tpu", device counts, memory statistics).
+* `MemoryStrategy`: the share of accelerator memory XLA may take
+  (conservative 0.6, balanced 0.75, aggressive 0.9). XLA reads it from
+  `XLA_PYTHON_CLIENT_MEM_FRACTION` when the backend starts, so it must be set
+  before the first computation; set later, it is refused with a warning.
+* `PrecisionPolicy`: parameters stay float32; with mixed precision enabled the
+  layers in `workshop.models.layers` compute in bfloat16 (or float16) and
+  losses are computed in float32 (Micikevicius et al. 2018, arXiv:1710.03740).
+  Layers read the policy when they are built (`get_precision_policy()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "DeviceManager",
+    "MemoryStrategy",
+    "PrecisionPolicy",
+    "configure_for_generative_models",
+    "get_device_manager",
+    "get_precision_policy",
+    "set_precision_policy",
+]
+
+_log = logging.getLogger(__name__)
+
+_MEM_FRACTION_ENV = "XLA_PYTHON_CLIENT_MEM_FRACTION"
+
+
+class MemoryStrategy(enum.Enum):
+    """Share of accelerator memory the XLA client preallocates."""
+
+    CONSERVATIVE = 0.6
+    BALANCED = 0.75
+    AGGRESSIVE = 0.9
+
+    @property
+    def fraction(self) -> float:
+        return float(self.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionPolicy:
+    """Dtypes the layers use: `param_dtype` for weights, `compute_dtype` for
+    activations and matmuls, `output_dtype` for what losses consume."""
+
+    param_dtype: jnp.dtype = jnp.float32
+    compute_dtype: jnp.dtype = jnp.float32
+    output_dtype: jnp.dtype = jnp.float32
+
+    @property
+    def is_mixed(self) -> bool:
+        return jnp.dtype(self.compute_dtype) != jnp.dtype(self.param_dtype)
+
+    def cast_to_compute(self, x: jax.Array) -> jax.Array:
+        return x.astype(self.compute_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    def cast_to_output(self, x: jax.Array) -> jax.Array:
+        return x.astype(self.output_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+
+_POLICY = PrecisionPolicy()
+
+
+def get_precision_policy() -> PrecisionPolicy:
+    """The policy layers read when they are constructed."""
+    return _POLICY
+
+
+def set_precision_policy(policy: PrecisionPolicy) -> PrecisionPolicy:
+    """Sets the process-wide policy; returns the previous one."""
+    global _POLICY
+    previous, _POLICY = _POLICY, policy
+    return previous
+
+
+def _backends_started() -> bool:
+    # jax exposes no public query; xla_bridge.backends_are_initialized is the
+    # documented-in-source way and has been stable since jax 0.4.
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # pragma: no cover - future jax
+        return True
+
+
+class DeviceManager:
+    """What hardware JAX sees, read once (lazily, on first use)."""
+
+    def __init__(self) -> None:
+        self._devices: list[jax.Device] | None = None
+
+    @property
+    def devices(self) -> list[jax.Device]:
+        if self._devices is None:
+            self._devices = list(jax.devices())
+        return self._devices
+
+    def get_device(self) -> str:
+        """The default platform: "gpu", "cpu" or "tpu"."""
+        platform = self.devices[0].platform
+        return "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+
+    @property
+    def device_count(self) -> int:
+        """Devices of the default platform on all hosts."""
+        return jax.device_count()
+
+    @property
+    def local_device_count(self) -> int:
+        return jax.local_device_count()
+
+    @property
+    def process_count(self) -> int:
+        return jax.process_count()
+
+    @property
+    def has_accelerator(self) -> bool:
+        return self.get_device() in ("gpu", "tpu")
+
+    def memory_stats(self) -> dict[str, int]:
+        """Allocator statistics of device 0 (empty on backends that keep none)."""
+        stats = self.devices[0].memory_stats()
+        return dict(stats) if stats else {}
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak bytes in use on device 0, or None where the backend does not track it."""
+        return self.memory_stats().get("peak_bytes_in_use")
+
+    def __repr__(self) -> str:
+        return f"DeviceManager(device={self.get_device()!r}, device_count={self.device_count})"
+
+
+_MANAGER: DeviceManager | None = None
+
+
+def get_device_manager() -> DeviceManager:
+    """The process-wide device manager."""
+    global _MANAGER
+    if _MANAGER is None:
+        _MANAGER = DeviceManager()
+    return _MANAGER
+
+
+def _apply_memory_strategy(strategy: MemoryStrategy) -> bool:
+    """Sets XLA's memory fraction if the backend has not started; True if applied."""
+    if _backends_started():
+        current = os.environ.get(_MEM_FRACTION_ENV, "XLA's default 0.75")
+        warnings.warn(
+            f"memory_strategy={strategy.name} ({strategy.fraction}) was requested after JAX started "
+            f"its backend, so it cannot take effect (the running fraction is {current}). Call "
+            "configure_for_generative_models before the first JAX computation, or set "
+            f"{_MEM_FRACTION_ENV}={strategy.fraction} in the environment.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    os.environ[_MEM_FRACTION_ENV] = str(strategy.fraction)
+    return True
+
+
+def configure_for_generative_models(
+    memory_strategy: MemoryStrategy | str = MemoryStrategy.BALANCED,
+    enable_mixed_precision: bool = False,
+    mixed_precision_dtype: str = "bfloat16",
+) -> DeviceManager:
+    """Applies a memory strategy and a precision policy; returns the manager.
+
+    Args:
+      memory_strategy: a `MemoryStrategy` or its name ("conservative",
+        "balanced", "aggressive").
+      enable_mixed_precision: compute in `mixed_precision_dtype` with float32
+        parameters; False restores full float32.
+      mixed_precision_dtype: "bfloat16" or "float16".
+    """
+    if isinstance(memory_strategy, str):
+        try:
+            memory_strategy = MemoryStrategy[memory_strategy.upper()]
+        except KeyError:
+            known = ", ".join(s.name.lower() for s in MemoryStrategy)
+            raise ValueError(f"memory_strategy {memory_strategy!r} is unknown; known: {known}") from None
+    if mixed_precision_dtype not in ("bfloat16", "float16"):
+        raise ValueError(f"mixed_precision_dtype {mixed_precision_dtype!r} must be 'bfloat16' or 'float16'")
+    _apply_memory_strategy(memory_strategy)
+    compute = jnp.dtype(mixed_precision_dtype) if enable_mixed_precision else jnp.dtype(jnp.float32)
+    set_precision_policy(PrecisionPolicy(compute_dtype=compute))
+    manager = get_device_manager()
+    _log.info("configured %s: memory %s, compute dtype %s", manager, memory_strategy.name, compute)
+    return manager

@@ -1,0 +1,65 @@
+"""Tests for workshop.core.device_manager."""
+
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+from absl.testing import absltest
+
+from workshop.core import device_manager as dm
+
+
+class DeviceManagerTest(absltest.TestCase):
+    def tearDown(self):
+        dm.set_precision_policy(dm.PrecisionPolicy())
+        super().tearDown()
+
+    def test_strategy_fractions(self):
+        self.assertEqual(dm.MemoryStrategy.CONSERVATIVE.fraction, 0.6)
+        self.assertEqual(dm.MemoryStrategy.BALANCED.fraction, 0.75)
+        self.assertEqual(dm.MemoryStrategy.AGGRESSIVE.fraction, 0.9)
+
+    def test_strategy_before_backend_start_sets_xla_fraction(self):
+        # This test runs first in its process (absltest sorts names; see below),
+        # before any JAX computation has started a backend.
+        self.assertFalse(dm._backends_started())
+        dm.configure_for_generative_models(memory_strategy="conservative")
+        self.assertEqual(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"], "0.6")
+
+    def test_u_strategy_after_backend_start_warns(self):
+        jnp.zeros(1).block_until_ready()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dm.configure_for_generative_models(memory_strategy=dm.MemoryStrategy.AGGRESSIVE)
+        self.assertTrue(any("cannot take effect" in str(w.message) for w in caught))
+
+    def test_u_detection_matches_jax(self):
+        manager = dm.get_device_manager()
+        self.assertIs(manager, dm.get_device_manager())
+        expected = {"cuda": "gpu", "rocm": "gpu"}.get(jax.default_backend(), jax.default_backend())
+        self.assertEqual(manager.get_device(), expected)
+        self.assertEqual(manager.device_count, len(jax.devices()))
+
+    def test_u_mixed_precision_policy(self):
+        dm.configure_for_generative_models(enable_mixed_precision=True)
+        policy = dm.get_precision_policy()
+        self.assertEqual(policy.param_dtype, jnp.float32)
+        self.assertEqual(policy.compute_dtype, jnp.bfloat16)
+        self.assertTrue(policy.is_mixed)
+        self.assertEqual(policy.cast_to_compute(jnp.ones(2)).dtype, jnp.bfloat16)
+        self.assertEqual(policy.cast_to_compute(jnp.ones(2, jnp.int32)).dtype, jnp.int32)
+        dm.configure_for_generative_models(enable_mixed_precision=True, mixed_precision_dtype="float16")
+        self.assertEqual(dm.get_precision_policy().compute_dtype, jnp.float16)
+        dm.configure_for_generative_models(enable_mixed_precision=False)
+        self.assertFalse(dm.get_precision_policy().is_mixed)
+
+    def test_u_bad_arguments(self):
+        with self.assertRaisesRegex(ValueError, "known: conservative, balanced, aggressive"):
+            dm.configure_for_generative_models(memory_strategy="greedy")
+        with self.assertRaisesRegex(ValueError, "mixed_precision_dtype"):
+            dm.configure_for_generative_models(mixed_precision_dtype="int8")
+
+
+if __name__ == "__main__":
+    absltest.main()

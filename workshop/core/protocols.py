@@ -1,0 +1,84 @@
+"""The protocols every generative model and every consumer of models share.
+
+Trainers, metrics and binaries are written against these protocols, never
+against concrete classes: anything that has the methods is a model.
+
+* `GenerativeModel`: the contract of every family (forward pass, sampling, loss).
+* `LikelihoodModel`: models that give log p(x) or a bound on it (flows,
+  autoregressive models exactly; VAEs by importance weighting; diffusion by
+  the variational bound; EBMs by AIS).
+* `LatentModel`: models with an encoder and a decoder.
+* `ConditionalModel`: models that take class labels; the trainer passes
+  `labels=batch["label"]` to `__call__` and callers pass `labels=` to `generate`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+from flax import nnx
+
+__all__ = [
+    "ConditionalModel",
+    "GenerativeModel",
+    "LatentModel",
+    "LikelihoodModel",
+]
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """Base protocol for all generative models."""
+
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> dict[str, Any]:
+        """Forward pass on a batch `x` of shape `[B, *input_shape]`.
+
+        Returns a dict of arrays that `loss_fn` consumes.
+        """
+        ...
+
+    def generate(self, *, n_samples: int, rngs: nnx.Rngs | None = None, **conditioning: Any) -> jax.Array:
+        """Draws `n_samples` samples, an array of shape `[n_samples, *input_shape]`."""
+        ...
+
+    def loss_fn(self, batch: dict[str, jax.Array], outputs: dict[str, Any]) -> dict[str, jax.Array]:
+        """Returns a dict with a scalar `"loss"` to minimise and any other scalar metrics."""
+        ...
+
+
+@runtime_checkable
+class LikelihoodModel(Protocol):
+    """A model that gives log p(x), or a lower bound on it, in nats per example."""
+
+    def log_prob(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Log-likelihood of each example: `[B, *input_shape] -> [B]` (nats)."""
+        ...
+
+
+@runtime_checkable
+class LatentModel(Protocol):
+    """A model with an encoder to a latent space and a decoder back."""
+
+    def encode(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """`[B, *input_shape] -> [B, *latent_shape]`."""
+        ...
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """`[B, *latent_shape] -> [B, *input_shape]`."""
+        ...
+
+
+@runtime_checkable
+class ConditionalModel(Protocol):
+    """A model conditioned on integer class labels in `[0, num_classes)`."""
+
+    num_classes: int
+
+    def __call__(
+        self, x: jax.Array, *, rngs: nnx.Rngs | None = None, labels: jax.Array | None = None
+    ) -> dict[str, Any]: ...
+
+    def generate(
+        self, *, n_samples: int, rngs: nnx.Rngs | None = None, labels: jax.Array | None = None
+    ) -> jax.Array: ...

@@ -1,0 +1,1 @@
+"""Guide import path for `workshop.core` (re-exports only)."""

@@ -1,0 +1,1 @@
+"""Training: trainer, optimizers, callbacks, checkpoints and the train/sample binaries."""

@@ -1,0 +1,75 @@
+"""Tests for callbacks and image grids."""
+
+import json
+import pathlib
+
+import numpy as np
+from absl.testing import absltest
+from PIL import Image
+
+from workshop.train import callbacks as cb
+from workshop.train.image_grid import image_grid, save_image_grid
+
+
+class _FakeTrainer:
+    def __init__(self):
+        self.stopped = None
+
+    def request_stop(self, reason):
+        self.stopped = reason
+
+    def generate(self, state, n, seed=0):
+        return np.linspace(0, 1, n * 4 * 4).reshape(n, 4, 4, 1)
+
+
+class ImageGridTest(absltest.TestCase):
+    def test_layout_and_values(self):
+        images = np.zeros((5, 2, 3, 1), np.float32)
+        images[4] = 1.0
+        grid = image_grid(images, ncols=2, padding=1)
+        self.assertEqual(grid.shape, (3 * 3 + 1, 2 * 4 + 1, 1))
+        # Image 4 sits in row 2, column 0: white pixels, everything else black or padding.
+        np.testing.assert_array_equal(grid[7:9, 1:4, 0], 255)
+        np.testing.assert_array_equal(grid[1:3, 1:4, 0], 0)
+
+    def test_png_round_trip_and_bad_shape(self):
+        path = save_image_grid(np.full((4, 2, 2, 1), 0.5), self.create_tempdir().full_path + "/g.png", scale=1)
+        pixels = np.asarray(Image.open(path))
+        self.assertIn(128, pixels)
+        with self.assertRaisesRegex(ValueError, r"\[N, H, W, C\]"):
+            image_grid(np.zeros((2, 3, 3, 2)))
+
+
+class CallbacksTest(absltest.TestCase):
+    def test_metrics_writer_jsonl_and_tensorboard(self):
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        writer = cb.MetricsWriter(workdir)
+        writer.on_train_begin(None, None)
+        writer.on_log(None, 10, {"loss": 1.5})
+        writer.on_eval(None, 10, {"loss": 1.25})
+        writer.on_train_end(None, 10, None)
+        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        self.assertEqual([(r["split"], r["step"], r["loss"]) for r in records], [("train", 10, 1.5), ("eval", 10, 1.25)])
+        self.assertTrue(list((workdir / "tensorboard").glob("events.out.tfevents.*")))
+
+    def test_early_stopping_after_patience(self):
+        trainer = _FakeTrainer()
+        stopper = cb.EarlyStopping("loss", patience=2)
+        for step, loss in enumerate([3.0, 2.0, 2.5, 2.1]):
+            stopper.on_eval(trainer, step, {"loss": loss})
+        self.assertIn("not improved on 2 for 2 evaluations", trainer.stopped)
+        with self.assertRaisesRegex(KeyError, "watches 'nll'"):
+            cb.EarlyStopping("nll", patience=1).on_eval(trainer, 0, {"loss": 1.0})
+
+    def test_sample_grid_every_and_at_end(self):
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        grid = cb.SampleGrid(workdir, every=2, num_samples=4)
+        trainer = _FakeTrainer()
+        for step in (1, 2, 3):
+            grid.on_step_end(trainer, step, None)
+        grid.on_train_end(trainer, 3, None)
+        self.assertEqual(sorted(p.name for p in (workdir / "samples").iterdir()), ["step_0000002.png", "step_0000003.png"])
+
+
+if __name__ == "__main__":
+    absltest.main()

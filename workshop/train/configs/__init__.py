@@ -1,0 +1,1 @@
+"""ml_collections config files for //workshop/train:train, one per model."""

@@ -1,0 +1,11 @@
+"""beta-VAE (Higgins et al. 2017): the default VAE with the KL term weighted by beta=4."""
+
+from workshop.train.configs import vae
+
+
+def get_config():
+    config = vae.get_config()
+    config.name = "beta_vae"
+    config.model.model_type = "beta-vae"
+    config.model.parameters.beta = 4.0
+    return config

@@ -1,0 +1,16 @@
+"""VQ-VAE (van den Oord et al. 2017) with EMA codebook updates on grey-level Fashion-MNIST."""
+
+from workshop.train.configs import vae
+
+
+def get_config():
+    config = vae.get_config()
+    config.name = "vqvae"
+    config.model.model_type = "vqvae"
+    config.model.latent_dim = 16
+    config.model.parameters = dict(
+        num_embeddings=128, commitment_cost=0.25, ema_decay=0.99, reconstruction_loss="discretized_logistic"
+    )
+    config.data.binarize = "none"
+    config.eval.iwae_samples = 1
+    return config

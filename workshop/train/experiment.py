@@ -1,0 +1,229 @@
+"""`train_and_evaluate`: data, model, trainer, callbacks and resume for one workdir.
+
+The absl binary (`main.py`) only parses flags and calls this. A workdir holds:
+
+    config.json          the validated model/training/data/eval configuration
+    checkpoints/<step>/  orbax checkpoints (state + JSON record)
+    metrics.jsonl        train and eval metrics, one JSON object a line
+    tensorboard/         TensorBoard event files
+    samples/*.png        sample grids from the EMA model
+    final_metrics.json   test-set likelihood at the end of the run
+
+Running the same command again resumes from the latest checkpoint: the data
+pipeline is positioned at the checkpoint's step and the step keys are
+`fold_in(seed, step)`, so the resumed run reproduces the uninterrupted one.
+SIGINT/SIGTERM end the run after the current step with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import pathlib
+import signal
+from typing import Any, Iterator
+
+import ml_collections
+from flax import nnx
+
+from workshop.core.configuration import DataConfiguration, ModelConfiguration, TrainingConfiguration
+from workshop.data.datasets.image import load_image_dataset
+from workshop.data.pipeline import BatchPipeline
+from workshop.eval.likelihood import evaluate_likelihood
+from workshop.models.factories import create_model
+from workshop.train import callbacks as cb
+from workshop.train.checkpointing import Checkpointer
+from workshop.train.trainer import Trainer, TrainState
+
+__all__ = ["ExperimentConfig", "RunResult", "load_experiment_config", "parse_config", "train_and_evaluate"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The validated parts of an ml_collections config file."""
+
+    name: str
+    model: ModelConfiguration
+    training: TrainingConfiguration
+    data: DataConfiguration
+    eval: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model.to_dict(),
+            "training": self.training.to_dict(),
+            "data": self.data.to_dict(),
+            "eval": dict(self.eval),
+        }
+
+
+@dataclasses.dataclass
+class RunResult:
+    state: TrainState
+    trainer: Trainer
+    stop_reason: str | None
+    final_metrics: dict[str, Any] | None
+    workdir: pathlib.Path
+
+
+_EVAL_DEFAULTS = {"iwae_samples": 100, "final_eval": True, "test_binarize": "fixed", "max_test_batches": None}
+
+
+def parse_config(config: ml_collections.ConfigDict | dict[str, Any]) -> ExperimentConfig:
+    """Validates a config (ConfigDict or dict with model/training/data/eval)."""
+    raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    unknown = set(raw) - {"name", "model", "training", "data", "eval"}
+    if unknown:
+        raise ValueError(f"config has unknown sections {sorted(unknown)}; known: name, model, training, data, eval")
+    if "model" not in raw:
+        raise ValueError("config has no 'model' section")
+    eval_cfg = {**_EVAL_DEFAULTS, **raw.get("eval", {})}
+    bad = set(eval_cfg) - set(_EVAL_DEFAULTS)
+    if bad:
+        raise ValueError(f"config.eval has unknown keys {sorted(bad)}; known: {', '.join(sorted(_EVAL_DEFAULTS))}")
+    return ExperimentConfig(
+        name=raw.get("name", raw["model"].get("model_type", "run")),
+        model=ModelConfiguration.model_validate(raw["model"]),
+        training=TrainingConfiguration.model_validate(raw.get("training", {})),
+        data=DataConfiguration.model_validate(raw.get("data", {})),
+        eval=eval_cfg,
+    )
+
+
+def load_experiment_config(workdir: str | pathlib.Path) -> ExperimentConfig:
+    """The configuration a workdir was trained with (its config.json)."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} a workdir written by //workshop/train:train?")
+    return parse_config(json.loads(path.read_text()))
+
+
+def _source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
+    dataset = load_image_dataset(data.dataset, root=data.data_dir, train=train)
+    return {"image": dataset.images, "label": dataset.labels}
+
+
+def _train_batches(cfg: ExperimentConfig, source, start_step: int) -> BatchPipeline:
+    return BatchPipeline(
+        source,
+        batch_size=cfg.data.batch_size,
+        seed=cfg.data.shuffle_seed,
+        shuffle=True,
+        drop_remainder=True,
+        binarize=cfg.data.binarize,
+        prefetch=cfg.data.prefetch,
+        start_step=start_step,
+    )
+
+
+def _test_batches(cfg: ExperimentConfig, source, *, max_batches: int | None) -> Iterator[dict[str, Any]]:
+    # Test data under a dynamically binarized training set is binarized once,
+    # with a fixed seed, so every evaluation sees the same test set.
+    binarize = "none" if cfg.data.binarize == "none" else cfg.eval["test_binarize"]
+    pipeline = BatchPipeline(
+        source,
+        batch_size=cfg.data.eval_batch_size,
+        seed=cfg.data.shuffle_seed,
+        shuffle=False,
+        drop_remainder=False,
+        num_epochs=1,
+        binarize=binarize,
+        prefetch=0,
+    )
+    for i, batch in enumerate(pipeline):
+        if max_batches is not None and i >= max_batches:
+            break
+        yield batch
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """SIGINT/SIGTERM ask the trainer to stop after the current step."""
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if trainer.stop_reason is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        _log.warning("%s received: finishing the current step and writing a checkpoint", name)
+        trainer.request_stop(f"interrupted by {name}")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict | dict[str, Any] | ExperimentConfig,
+    workdir: str | pathlib.Path,
+    *,
+    data_dir: str | None = None,
+) -> RunResult:
+    """Trains (or resumes) the configured model in `workdir`, then evaluates it.
+
+    Args:
+      config: an ml_collections config (see workshop/train/configs) or its parse.
+      workdir: output directory; an existing one with checkpoints is resumed.
+      data_dir: overrides `config.data.data_dir`.
+
+    Returns:
+      The final state, the trainer, why training stopped early (or None), and
+      the final test metrics (None when interrupted or disabled).
+    """
+    cfg = config if isinstance(config, ExperimentConfig) else parse_config(config)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data=cfg.data.model_copy(update={"data_dir": data_dir}))
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    train_source = _source(cfg.data, train=True)
+    test_source = _source(cfg.data, train=False)
+    model = create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
+    trainer = Trainer(model, cfg.training)
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)
+
+    state = trainer.init_state()
+    start_step = 0
+    if checkpointer.latest_step() is not None:
+        state, record = checkpointer.restore(state, model_config=cfg.model.to_dict())
+        start_step = int(record.get("data_step", record["step"]))
+        _log.info("resuming %s from step %d", workdir, start_step)
+    (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    t = cfg.training
+    callbacks: list[Any] = [
+        cb.ProgressBar(t.num_steps, disable=not t.progress_bar),
+        cb.MetricsWriter(workdir, tensorboard=t.tensorboard),
+        cb.CheckpointCallback(checkpointer, t.checkpoint_every, metadata={"model_config": cfg.model.to_dict()}),
+        cb.SampleGrid(workdir, t.sample_every, num_samples=t.num_samples, seed=t.seed),
+    ]
+    if t.early_stopping_patience is not None:
+        callbacks.append(cb.EarlyStopping(t.early_stopping_metric, patience=t.early_stopping_patience))
+
+    train_batches = iter(_train_batches(cfg, train_source, start_step))
+    eval_batches = lambda: _test_batches(cfg, test_source, max_batches=t.eval_batches)  # noqa: E731
+    try:
+        with _stop_on_signals(trainer):
+            state = trainer.fit(state, train_batches, callbacks=callbacks, eval_batches=eval_batches)
+    finally:
+        checkpointer.close()
+
+    final = None
+    interrupted = trainer.stop_reason is not None and trainer.stop_reason.startswith("interrupted")
+    if cfg.eval["final_eval"] and not interrupted and hasattr(model, "log_prob"):
+        final = evaluate_likelihood(
+            trainer.model_from_state(state),
+            _test_batches(cfg, test_source, max_batches=cfg.eval["max_test_batches"]),
+            num_samples=cfg.eval["iwae_samples"],
+            seed=t.seed,
+        )
+        final.update(step=int(state.step), iwae_samples=cfg.eval["iwae_samples"], test_binarize=cfg.eval["test_binarize"])
+        (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
+    return RunResult(state=state, trainer=trainer, stop_reason=trainer.stop_reason, final_metrics=final, workdir=workdir)
