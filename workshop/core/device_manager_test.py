@@ -1,6 +1,9 @@
 """Tests for workshop.core.device_manager."""
 
 import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import jax
@@ -21,27 +24,34 @@ class DeviceManagerTest(absltest.TestCase):
         self.assertEqual(dm.MemoryStrategy.AGGRESSIVE.fraction, 0.9)
 
     def test_strategy_before_backend_start_sets_xla_fraction(self):
-        # This test runs first in its process (absltest sorts names; see below),
-        # before any JAX computation has started a backend.
-        self.assertFalse(dm._backends_started())
-        dm.configure_for_generative_models(memory_strategy="conservative")
-        self.assertEqual(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"], "0.6")
+        # A fresh interpreter, so no JAX backend has started yet.
+        script = textwrap.dedent("""
+            import os, warnings
+            warnings.simplefilter("error")
+            from workshop.core import device_manager as dm
+            assert not dm._backends_started()
+            dm.configure_for_generative_models(memory_strategy="conservative")
+            print(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"])
+        """)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        self.assertEqual(out.stdout.strip(), "0.6")
 
-    def test_u_strategy_after_backend_start_warns(self):
+    def test_strategy_after_backend_start_warns(self):
         jnp.zeros(1).block_until_ready()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             dm.configure_for_generative_models(memory_strategy=dm.MemoryStrategy.AGGRESSIVE)
         self.assertTrue(any("cannot take effect" in str(w.message) for w in caught))
 
-    def test_u_detection_matches_jax(self):
+    def test_detection_matches_jax(self):
         manager = dm.get_device_manager()
         self.assertIs(manager, dm.get_device_manager())
         expected = {"cuda": "gpu", "rocm": "gpu"}.get(jax.default_backend(), jax.default_backend())
         self.assertEqual(manager.get_device(), expected)
         self.assertEqual(manager.device_count, len(jax.devices()))
 
-    def test_u_mixed_precision_policy(self):
+    def test_mixed_precision_policy(self):
         dm.configure_for_generative_models(enable_mixed_precision=True)
         policy = dm.get_precision_policy()
         self.assertEqual(policy.param_dtype, jnp.float32)
@@ -54,7 +64,7 @@ class DeviceManagerTest(absltest.TestCase):
         dm.configure_for_generative_models(enable_mixed_precision=False)
         self.assertFalse(dm.get_precision_policy().is_mixed)
 
-    def test_u_bad_arguments(self):
+    def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "known: conservative, balanced, aggressive"):
             dm.configure_for_generative_models(memory_strategy="greedy")
         with self.assertRaisesRegex(ValueError, "mixed_precision_dtype"):

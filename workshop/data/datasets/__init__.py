@@ -1,0 +1,1 @@
+"""Dataset loaders, one module per modality (`image`: MNIST, Fashion-MNIST)."""
