@@ -23,7 +23,7 @@ import json
 import logging
 import pathlib
 import signal
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import ml_collections
 from flax import nnx
@@ -165,6 +165,7 @@ def train_and_evaluate(
     workdir: str | pathlib.Path,
     *,
     data_dir: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> RunResult:
     """Trains (or resumes) the configured model in `workdir`, then evaluates it.
 
@@ -172,6 +173,7 @@ def train_and_evaluate(
       config: an ml_collections config (see workshop/train/configs) or its parse.
       workdir: output directory; an existing one with checkpoints is resumed.
       data_dir: overrides `config.data.data_dir`.
+      callbacks: extra callbacks, run after the built-in ones.
 
     Returns:
       The final state, the trainer, why training stopped early (or None), and
@@ -198,15 +200,16 @@ def train_and_evaluate(
     (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
 
     t = cfg.training
-    callbacks: list[Any] = [
+    callbacks_list: list[Any] = [
         cb.ProgressBar(t.num_steps, disable=not t.progress_bar),
         cb.MetricsWriter(workdir, tensorboard=t.tensorboard),
         cb.CheckpointCallback(checkpointer, t.checkpoint_every, metadata={"model_config": cfg.model.to_dict()}),
         cb.SampleGrid(workdir, t.sample_every, num_samples=t.num_samples, seed=t.seed),
     ]
     if t.early_stopping_patience is not None:
-        callbacks.append(cb.EarlyStopping(t.early_stopping_metric, patience=t.early_stopping_patience))
+        callbacks_list.append(cb.EarlyStopping(t.early_stopping_metric, patience=t.early_stopping_patience))
 
+    callbacks = [*callbacks_list, *callbacks]
     train_batches = iter(_train_batches(cfg, train_source, start_step))
     eval_batches = lambda: _test_batches(cfg, test_source, max_batches=t.eval_batches)  # noqa: E731
     try:

@@ -39,5 +39,10 @@ def main(argv):
                                        for k, v in sorted(result.final_metrics.items())))
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (pip installs)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -35,5 +35,10 @@ def main(argv):
         print(f"wrote {path}")
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (pip installs)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

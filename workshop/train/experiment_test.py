@@ -1,0 +1,147 @@
+"""End to end on tiny IDX fixtures: train, interrupt with SIGINT, resume, sample, refuse."""
+
+import json
+import os
+import pathlib
+import signal
+
+import jax
+import numpy as np
+from absl.testing import absltest
+
+from workshop.data.idx import write_idx
+from workshop.train import experiment
+from workshop.train.checkpointing import CheckpointMismatchError
+from workshop.train.configs import vae as vae_config
+from workshop.train.sampling import restore_workdir, write_samples
+
+
+def _write_dataset(root: pathlib.Path, n_train=64, n_test=32):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        # Class-dependent blobs, so there is something to learn.
+        yy, xx = np.mgrid[:28, :28]
+        centres = 6 + 1.6 * labels.astype(np.float64)
+        images = (np.exp(-((yy[None] - centres[:, None, None]) ** 2 + (xx[None] - 14) ** 2) / 30.0) * 255).astype(np.uint8)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+def _config(data_dir):
+    config = vae_config.get_config()
+    config.model.backbone_type = "mlp"
+    config.model.latent_dim = 4
+    config.model.encoder_features = [32]
+    config.model.decoder_features = [32]
+    config.training.num_steps = 6
+    config.training.log_every = 1
+    config.training.eval_every = 3
+    config.training.eval_batches = 1
+    config.training.checkpoint_every = 3
+    config.training.sample_every = 3
+    config.training.num_samples = 4
+    config.training.progress_bar = False
+    config.training.optimizer.warmup_steps = 2
+    config.data.batch_size = 16
+    config.data.eval_batch_size = 16
+    config.data.data_dir = str(data_dir)
+    config.data.prefetch = 0
+    config.eval.iwae_samples = 8
+    return config
+
+
+class _SigintAt:
+    """Presses Ctrl-C (a real SIGINT to this process) after a given step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, step, state):
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _train_losses(workdir):
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["split"] == "train"}
+
+
+class ExperimentTest(absltest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.data_dir = pathlib.Path(absltest.get_default_test_tmpdir()) / "fashion"
+        cls.data_dir.mkdir(parents=True, exist_ok=True)
+        _write_dataset(cls.data_dir)
+
+    def test_end_to_end_outputs(self):
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        result = experiment.train_and_evaluate(_config(self.data_dir), workdir)
+        self.assertIsNone(result.stop_reason)
+        self.assertEqual(int(result.state.step), 6)
+        self.assertEqual(sorted(_train_losses(workdir)), [1, 2, 3, 4, 5, 6])
+        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        self.assertEqual([r["step"] for r in records if r["split"] == "eval"], [3, 6])
+        self.assertTrue((workdir / "samples" / "step_0000006.png").exists())
+        self.assertTrue(list((workdir / "tensorboard").glob("events.*")))
+        self.assertEqual(sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()), [3, 6])
+        final = json.loads((workdir / "final_metrics.json").read_text())
+        self.assertEqual(final["num_examples"], 32)
+        # The importance-weighted bound is at least as tight as the ELBO.
+        self.assertLessEqual(final["nll"], final["negative_elbo"] + 1e-3)
+        self.assertEqual(experiment.load_experiment_config(workdir).model.latent_dim, 4)
+
+    def test_interrupt_then_resume_equals_uninterrupted(self):
+        config = _config(self.data_dir)
+        full_dir = self.create_tempdir().full_path
+        full = experiment.train_and_evaluate(config, full_dir)
+
+        workdir = self.create_tempdir().full_path
+        cut = experiment.train_and_evaluate(config, workdir, callbacks=[_SigintAt(2)])
+        self.assertEqual(cut.stop_reason, "interrupted by SIGINT")
+        self.assertEqual(int(cut.state.step), 2)
+        self.assertIsNone(cut.final_metrics)
+        self.assertIn("2", os.listdir(os.path.join(workdir, "checkpoints")))
+
+        resumed = experiment.train_and_evaluate(config, workdir)
+        self.assertEqual(int(resumed.state.step), 6)
+        self.assertEqual(_train_losses(workdir), _train_losses(full_dir))
+        jax.tree.map(np.testing.assert_array_equal, resumed.state.params, full.state.params)
+
+    def test_sample_from_workdir(self):
+        workdir = self.create_tempdir().full_path
+        experiment.train_and_evaluate(_config(self.data_dir), workdir)
+        cfg, trainer, state, record = restore_workdir(workdir)
+        self.assertEqual(record["step"], 6)
+        paths = write_samples(trainer, state, os.path.join(workdir, "out"), num_samples=5, seed=3)
+        samples = np.load(paths["npy"])
+        self.assertEqual(samples.shape, (5, 28, 28, 1))
+        self.assertTrue(((samples >= 0) & (samples <= 1)).all())
+        self.assertTrue(paths["png"].exists())
+
+    def test_checkpoint_of_another_config_is_refused_by_name(self):
+        workdir = self.create_tempdir().full_path
+        experiment.train_and_evaluate(_config(self.data_dir), workdir)
+        other = _config(self.data_dir)
+        other.model.latent_dim = 6
+        with self.assertRaises(CheckpointMismatchError) as ctx:
+            experiment.train_and_evaluate(other, workdir)
+        self.assertIn("latent_dim: checkpoint 4 vs now 6", str(ctx.exception))
+        # Nothing was lost: the original configuration still restores.
+        self.assertEqual(restore_workdir(workdir)[3]["step"], 6)
+
+    def test_missing_dataset_names_the_path(self):
+        empty = self.create_tempdir().full_path
+        with self.assertRaisesRegex(FileNotFoundError, empty):
+            experiment.train_and_evaluate(_config(empty), self.create_tempdir().full_path)
+
+    def test_config_errors(self):
+        with self.assertRaisesRegex(ValueError, "unknown sections"):
+            experiment.parse_config({"model": {"model_type": "vae"}, "trainig": {}})
+        with self.assertRaisesRegex(ValueError, "iwae_sample"):
+            experiment.parse_config({"model": {"model_type": "vae"}, "eval": {"iwae_sample": 3}})
+
+
+if __name__ == "__main__":
+    absltest.main()
