@@ -103,6 +103,10 @@ class CheckpointCallback:
         self.checkpointer.save(state, metadata={**self.metadata, "data_step": step})
         self.last_saved = step
 
+    def on_train_begin(self, trainer, state) -> None:
+        # A resumed run starts at a saved step: saving it again would fail.
+        self.last_saved = self.checkpointer.latest_step()
+
     def on_step_end(self, trainer, step, state) -> None:
         if self.every and step % self.every == 0:
             self._save(step, state)

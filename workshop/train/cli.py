@@ -1,9 +1,24 @@
 """Helpers shared by the absl binaries."""
 
+import logging
 import os
 import pathlib
 
-__all__ = ["user_path"]
+from absl import flags
+
+__all__ = ["quiet_library_logs", "user_path"]
+
+
+def quiet_library_logs() -> None:
+    """Shows only warnings from libraries that log through absl, unless `--verbosity` was given.
+
+    Orbax writes some forty INFO lines per checkpoint through absl's logger,
+    which would bury the progress bar; Workshop's own loggers
+    (`workshop.*`) keep their INFO lines. Call it in `main`, after flags are
+    parsed.
+    """
+    if not flags.FLAGS["verbosity"].present:
+        logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def user_path(path: str) -> pathlib.Path:

@@ -109,6 +109,11 @@ class ExperimentTest(absltest.TestCase):
         self.assertEqual(_train_losses(workdir), _train_losses(full_dir))
         jax.tree.map(np.testing.assert_array_equal, resumed.state.params, full.state.params)
 
+        # The same command on a finished run trains no further and evaluates again.
+        again = experiment.train_and_evaluate(config, workdir)
+        self.assertEqual(int(again.state.step), 6)
+        self.assertEqual(again.final_metrics["num_examples"], resumed.final_metrics["num_examples"])
+
     def test_sample_from_workdir(self):
         workdir = self.create_tempdir().full_path
         experiment.train_and_evaluate(_config(self.data_dir), workdir)

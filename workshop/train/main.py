@@ -11,7 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from workshop.train import experiment
-from workshop.train.cli import user_path
+from workshop.train.cli import quiet_library_logs, user_path
 
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "vae.py")
 
@@ -25,6 +25,7 @@ _DATA_DIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
     config = _CONFIG.value
     workdir = user_path(_WORKDIR.value or f"runs/{config.get('name', 'run')}")
     data_dir = str(user_path(_DATA_DIR.value)) if _DATA_DIR.value else None

@@ -7,7 +7,7 @@ Writes `<output_dir>/samples.png` (a grid) and `<output_dir>/samples.npy`
 import numpy as np
 from absl import app, flags
 
-from workshop.train.cli import user_path
+from workshop.train.cli import quiet_library_logs, user_path
 from workshop.train.sampling import restore_workdir, write_samples
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/vae", "A workdir written by //workshop/train:train.")
@@ -21,6 +21,7 @@ _LABELS = flags.DEFINE_list("labels", None, "Class labels for conditional models
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
     workdir = user_path(_WORKDIR.value)
     _, trainer, state, record = restore_workdir(workdir, step=_STEP.value)
     labels = None

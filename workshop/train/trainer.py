@@ -99,8 +99,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- state
     def init_state(self, seed: int | None = None) -> TrainState:
-        """A fresh state from the model's initial parameters."""
-        params, rest = self._initial
+        """A fresh state from the model's initial parameters.
+
+        The arrays are copies: the compiled step donates its input state, so a
+        state shared between calls would be deleted by the first one.
+        """
+        params, rest = jax.tree.map(jnp.copy, self._initial)
         seed = self.config.seed if seed is None else seed
         return TrainState(
             step=jnp.zeros((), jnp.int32),

@@ -78,6 +78,14 @@ class TrainerTest(parameterized.TestCase):
         self.assertIn("grad_norm", metrics)
         np.testing.assert_allclose(metrics["learning_rate"], 0.1)
 
+    def test_init_state_survives_a_donated_step(self):
+        trainer = Trainer(_NoisyGaussian(3, rngs=nnx.Rngs(0)), _config())
+        first = trainer.init_state()
+        trainer.train_step(first, next(_batches()))  # donates `first`
+        again = trainer.init_state()
+        np.testing.assert_array_equal(again.params["mean"][...], trainer.init_state().params["mean"][...])
+        trainer.train_step(again, next(_batches()))
+
     def test_loss_falls_and_mean_moves_to_the_data(self):
         trainer = Trainer(_NoisyGaussian(3, rngs=nnx.Rngs(0)), _config(num_steps=200, log_every=200, ema_decay=None))
         state = trainer.fit(trainer.init_state(), _batches(batch=64))

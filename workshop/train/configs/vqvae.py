@@ -1,10 +1,10 @@
 """VQ-VAE (van den Oord et al. 2017) with EMA codebook updates on grey-level Fashion-MNIST."""
 
-from workshop.train.configs import vae
+from workshop.train.configs import conv_vae
 
 
 def get_config():
-    config = vae.get_config()
+    config = conv_vae.get_config()
     config.name = "vqvae"
     config.model.model_type = "vqvae"
     config.model.latent_dim = 16
