@@ -195,10 +195,13 @@ class DataConfiguration(_Configuration):
     `binarize`: "none" keeps grey levels in [0, 1]; "dynamic" draws a fresh
     Bernoulli sample of each image every epoch (Salakhutdinov & Murray 2008),
     the usual training set-up for Bernoulli decoders; "fixed" binarizes once
-    with a seed (for evaluation sets).
+    with a seed (for evaluation sets). The 2-D toy densities of
+    `workshop.data.datasets.toy` are generated, so `data_dir` does not apply.
     """
 
-    dataset: Literal["fashion_mnist", "mnist"] = "fashion_mnist"
+    dataset: Literal["fashion_mnist", "mnist", "two_moons", "eight_gaussians", "checkerboard", "pinwheel"] = (
+        "fashion_mnist"
+    )
     data_dir: str | None = None
     batch_size: PositiveInt = 128
     eval_batch_size: PositiveInt = 500

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from workshop.train.checkpointing import Checkpointer
-from workshop.train.image_grid import save_image_grid
+from workshop.train.image_grid import save_sample_picture
 
 __all__ = ["CheckpointCallback", "EarlyStopping", "MetricsWriter", "ProgressBar", "SampleGrid"]
 
@@ -128,9 +128,8 @@ class SampleGrid:
 
     def _write(self, trainer, step, state) -> None:
         samples = trainer.generate(state, self.num_samples, seed=self.seed)
-        if samples.ndim != 4:  # vectors and sequences have no picture
-            return
-        self.last_path = save_image_grid(samples, self.directory / f"step_{step:07d}.png")
+        path = save_sample_picture(samples, self.directory / f"step_{step:07d}.png")
+        self.last_path = path or self.last_path
 
     def on_step_end(self, trainer, step, state) -> None:
         if self.every and step % self.every == 0:

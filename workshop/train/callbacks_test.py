@@ -8,7 +8,7 @@ from absl.testing import absltest
 from PIL import Image
 
 from workshop.train import callbacks as cb
-from workshop.train.image_grid import image_grid, save_image_grid
+from workshop.train.image_grid import density_image, image_grid, save_image_grid, save_sample_picture
 
 
 class _FakeTrainer:
@@ -38,6 +38,15 @@ class ImageGridTest(absltest.TestCase):
         self.assertIn(128, pixels)
         with self.assertRaisesRegex(ValueError, r"\[N, H, W, C\]"):
             image_grid(np.zeros((2, 3, 3, 2)))
+
+    def test_density_image_is_dark_where_the_points_are(self):
+        # 100 points at (3, 3): upper right of the [-4, 4]^2 square; y grows upwards.
+        picture = density_image(np.full((100, 2), 3.0), extent=4.0, size=8)
+        self.assertEqual(picture[0, 7], 0)  # bin [3, 4) of both axes: top row, last column
+        self.assertEqual(int((picture < 255).sum()), 1)
+        tmp = self.create_tempdir().full_path
+        self.assertIsNotNone(save_sample_picture(np.zeros((10, 2)), tmp + "/p.png"))
+        self.assertIsNone(save_sample_picture(np.zeros((10, 5)), tmp + "/q.png"))
 
 
 class CallbacksTest(absltest.TestCase):

@@ -30,6 +30,7 @@ from flax import nnx
 
 from workshop.core.configuration import DataConfiguration, ModelConfiguration, TrainingConfiguration
 from workshop.data.datasets.image import load_image_dataset
+from workshop.data.datasets.toy import TOY_DATASETS, load_toy_dataset
 from workshop.data.pipeline import BatchPipeline
 from workshop.eval.likelihood import evaluate_likelihood
 from workshop.models.factories import create_model
@@ -104,7 +105,10 @@ def load_experiment_config(workdir: str | pathlib.Path) -> ExperimentConfig:
 
 
 def _source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
-    dataset = load_image_dataset(data.dataset, root=data.data_dir, train=train)
+    if data.dataset in TOY_DATASETS:
+        dataset = load_toy_dataset(data.dataset, train=train)
+    else:
+        dataset = load_image_dataset(data.dataset, root=data.data_dir, train=train)
     return {"image": dataset.images, "label": dataset.labels}
 
 

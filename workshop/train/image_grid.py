@@ -1,4 +1,4 @@
-"""Writing batches of images as one PNG grid (Pillow)."""
+"""Pictures of samples as PNG (Pillow): image grids, and 2-D histograms of points."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-__all__ = ["image_grid", "save_image_grid"]
+__all__ = ["density_image", "image_grid", "save_image_grid", "save_sample_picture"]
 
 
 def image_grid(images: np.ndarray, *, ncols: int | None = None, padding: int = 2) -> np.ndarray:
@@ -48,3 +48,39 @@ def save_image_grid(images: np.ndarray, path: str | pathlib.Path, *, ncols: int 
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     picture.save(path)
     return path
+
+
+def density_image(points: np.ndarray, *, extent: float = 4.0, size: int = 256) -> np.ndarray:
+    """A 2-D histogram of points as a grey image, dark where points are dense.
+
+    Args:
+      points: `[N, 2]` (x, y); points outside `[-extent, extent]^2` are dropped.
+      extent: half-width of the square shown.
+      size: pixels per side.
+
+    Returns:
+      `[size, size]` uint8, y growing upwards; counts on a square-root scale.
+    """
+    points = np.asarray(points, np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must be [N, 2], got shape {points.shape}")
+    counts, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=size, range=[[-extent, extent], [-extent, extent]])
+    shade = np.sqrt(counts[::-1] / max(counts.max(), 1.0))
+    return (255.0 * (1.0 - shade) + 0.5).astype(np.uint8)
+
+
+def save_sample_picture(samples: np.ndarray, path: str | pathlib.Path) -> pathlib.Path | None:
+    """Writes images `[N, H, W, C]` as a grid and 2-D points `[N, 2]` as a histogram.
+
+    Returns:
+      The PNG's path, or None for samples that have no picture (other shapes).
+    """
+    samples = np.asarray(samples)
+    if samples.ndim == 4:
+        return save_image_grid(samples, path)
+    if samples.ndim == 2 and samples.shape[1] == 2:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(density_image(samples)).save(path)
+        return path
+    return None

@@ -11,7 +11,7 @@ from flax import nnx
 from workshop.models.factories import create_model
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.experiment import ExperimentConfig, load_experiment_config
-from workshop.train.image_grid import save_image_grid
+from workshop.train.image_grid import save_sample_picture
 from workshop.train.trainer import Trainer, TrainState
 
 __all__ = ["restore_workdir", "write_samples"]
@@ -45,12 +45,13 @@ def write_samples(
     seed: int = 0,
     labels: np.ndarray | None = None,
 ) -> dict[str, pathlib.Path]:
-    """Draws samples with the EMA parameters and writes `samples.npy` (+ `samples.png` for images)."""
+    """Draws samples with the EMA parameters and writes `samples.npy` (+ `samples.png` for images and 2-D points)."""
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     samples = trainer.generate(state, num_samples, seed=seed, labels=labels)
     paths = {"npy": output_dir / "samples.npy"}
     np.save(paths["npy"], samples)
-    if samples.ndim == 4:
-        paths["png"] = save_image_grid(samples, output_dir / "samples.png")
+    picture = save_sample_picture(samples, output_dir / "samples.png")
+    if picture is not None:
+        paths["png"] = picture
     return paths
