@@ -16,6 +16,10 @@ from workshop.core import registry
 from workshop.core.configuration import ModelConfiguration
 
 # Built-in families register themselves on import.
+import workshop.models.autoregressive  # noqa: F401  pylint: disable=unused-import
+import workshop.models.diffusion  # noqa: F401  pylint: disable=unused-import
+import workshop.models.ebm  # noqa: F401  pylint: disable=unused-import
+import workshop.models.flow  # noqa: F401  pylint: disable=unused-import
 import workshop.models.vae  # noqa: F401  pylint: disable=unused-import
 
 __all__ = [

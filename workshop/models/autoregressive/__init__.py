@@ -1,0 +1,1 @@
+"""Autoregressive models. Importing this package registers its model types."""

@@ -1,0 +1,1 @@
+"""Diffusion models. Importing this package registers its model types."""

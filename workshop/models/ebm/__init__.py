@@ -1,0 +1,1 @@
+"""Energy-based models. Importing this package registers its model types."""

@@ -1,0 +1,1 @@
+"""Normalizing flows. Importing this package registers its model types."""
