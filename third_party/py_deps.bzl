@@ -15,6 +15,7 @@ PIP_BACKEND = "venv"
 PIP_PACKAGES = {
     "absl": "absl-py",
     "flax": "flax",
+    "gemmi": "gemmi",
     "grain": "grain",
     "jax": "jax",
     "ml_collections": "ml-collections",
@@ -24,7 +25,10 @@ PIP_PACKAGES = {
     "pillow": "pillow",
     "pydantic": "pydantic",
     "pyyaml": "pyyaml",
+    "soundfile": "soundfile",
+    "soxr": "soxr",
     "tensorboardx": "tensorboardx",
+    "tokenizers": "tokenizers",
     "tqdm": "tqdm",
 }
 

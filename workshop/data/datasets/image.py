@@ -13,6 +13,10 @@ The data folder is the `root` argument, else `$WORKSHOP_DATA_DIR`, else (for
 Fashion-MNIST) Debian's `/usr/share/datasets/fashion-mnist` from the package
 dataset-fashion-mnist; see `default_data_dir`. A dataset is a grain
 `RandomAccessDataSource` (`len`, `ds[i]`) and also exposes its whole arrays.
+
+This module is also the public path of the other image loaders, re-exported
+from their own modules: `CIFAR10Dataset`, `CIFAR100Dataset` (cifar.py) and
+`ImageFolderDataset` (image_folder.py).
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ import pathlib
 
 import numpy as np
 
+from workshop.data.datasets.cifar import CIFAR100Dataset, CIFAR10Dataset
+from workshop.data.datasets.image_folder import ImageFolderDataset
 from workshop.data.idx import DatasetFormatError, read_idx
 
 __all__ = [
+    "CIFAR100Dataset",  # Re-exported from cifar.py.
+    "CIFAR10Dataset",  # Re-exported from cifar.py.
     "DATA_DIR_ENV",
     "DEBIAN_FASHION_MNIST_DIR",
     "FASHION_MNIST_CLASS_NAMES",
     "FashionMNISTDataset",
     "IMAGE_DATASETS",
+    "ImageFolderDataset",  # Re-exported from image_folder.py.
     "MNISTDataset",
     "default_data_dir",
     "load_image_dataset",

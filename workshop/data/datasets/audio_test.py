@@ -1,0 +1,190 @@
+"""Tests for workshop.data.datasets.audio on FLAC/WAV/OGG fixtures written with soundfile."""
+
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import soundfile
+
+from workshop.data.datasets import audio
+from workshop.data.idx import DatasetFormatError
+from workshop.data.pipeline import BatchPipeline
+
+
+def _tone(seconds, rate, freq=440.0, amplitude=0.5):
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _write_librispeech(root, subset="dev-clean", rate=16000):
+    """Two speakers, three utterances of different lengths; returns {utterance id: (audio, words)}."""
+    utterances = {}
+    for speaker, chapter, lengths in ((103, 1240, (0.30, 0.25)), (1034, 121119, (0.40,))):
+        folder = os.path.join(root, "LibriSpeech", subset, str(speaker), str(chapter))
+        os.makedirs(folder)
+        lines = []
+        for i, seconds in enumerate(lengths):
+            utterance = f"{speaker}-{chapter}-{i:04d}"
+            clip = _tone(seconds, rate, freq=200.0 * (i + 1))
+            soundfile.write(os.path.join(folder, utterance + ".flac"), clip, rate, subtype="PCM_16")
+            words = f"WORDS OF {speaker} NUMBER {i}"
+            lines.append(f"{utterance} {words}")
+            utterances[utterance] = (clip, words)
+        with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return utterances
+
+
+class MuLawTest(absltest.TestCase):
+
+    def test_round_trip_within_quantization_error(self):
+        x = np.random.default_rng(0).uniform(-1, 1, 10000)
+        codes = audio.mu_law_encode(x)
+        self.assertEqual(codes.dtype, np.int32)
+        self.assertEqual((codes.min(), codes.max()), (0, 255))
+        levels = audio.mu_law_decode(np.arange(256))
+        # Every code decodes to a level that encodes back to itself, monotonically.
+        np.testing.assert_array_equal(audio.mu_law_encode(levels), np.arange(256))
+        self.assertTrue(np.all(np.diff(levels) > 0))
+        # In the companded domain the error is at most half a step (1 / mu); in the
+        # signal domain a sample never leaves the interval between its level's neighbours.
+        decoded = audio.mu_law_decode(codes).astype(np.float64)
+        compand = lambda v: np.sign(v) * np.log1p(255 * np.abs(v)) / np.log1p(255)
+        self.assertLessEqual(np.abs(compand(decoded) - compand(x)).max(), 1 / 255 + 1e-6)
+        gaps = np.diff(levels)
+        neighbour_gap = np.maximum(gaps[np.clip(codes - 1, 0, 254)], gaps[np.clip(codes, 0, 254)])
+        self.assertTrue(np.all(np.abs(decoded - x) <= neighbour_gap))
+        # Known values: silence sits mid-scale, full scale at the ends; small signals get fine steps.
+        np.testing.assert_array_equal(audio.mu_law_encode([-1.0, 0.0, 1.0]), [0, 128, 255])
+        self.assertLess(gaps[127], 1e-3)
+        self.assertGreater(gaps[-1], 0.03)
+
+
+class ResampleAndCropTest(absltest.TestCase):
+
+    def test_resample_changes_length_by_ratio_and_keeps_the_tone(self):
+        tone_8k = _tone(1.0, 8000, freq=440.0)
+        tone_16k = audio.resample(tone_8k, 8000, 16000)
+        self.assertEqual(len(tone_16k), 16000)
+        self.assertLen(audio.resample(_tone(0.5, 44100), 44100, 16000), 8000)
+        middle = slice(1000, 15000)  # Away from the filter's edge effects.
+        np.testing.assert_allclose(tone_16k[middle], _tone(1.0, 16000, freq=440.0)[middle], atol=2e-3)
+        self.assertIs(audio.resample(tone_8k, 8000, 8000), tone_8k)
+
+    def test_crops(self):
+        x = np.arange(10, dtype=np.float32)
+        np.testing.assert_array_equal(audio.fixed_length_crops(x, 4), [[0, 1, 2, 3], [4, 5, 6, 7]])
+        np.testing.assert_array_equal(audio.fixed_length_crops(x[:2], 4), [[0, 1, 0, 0]])
+        crop = audio.random_crop(x, 3, rng=np.random.default_rng(1))
+        self.assertLen(crop, 3)
+        np.testing.assert_array_equal(np.diff(crop), [1, 1])
+
+
+class LibriSpeechTest(parameterized.TestCase):
+
+    def test_layout_transcripts_and_exact_audio(self):
+        root = self.create_tempdir().full_path
+        utterances = _write_librispeech(root)
+        dataset = audio.LibriSpeechDataset(root, sample_rate=16000, subset="dev-clean")
+        self.assertEqual(dataset.utterance_ids, ["103-1240-0000", "103-1240-0001", "1034-121119-0000"])
+        self.assertEqual(dataset.transcripts[0], "WORDS OF 103 NUMBER 0")
+        np.testing.assert_array_equal(dataset.speaker_ids, [103, 103, 1034])
+        for i, utterance in enumerate(dataset.utterance_ids):
+            np.testing.assert_allclose(dataset.audio[i], utterances[utterance][0], atol=1 / 32768)
+        np.testing.assert_allclose(dataset.durations, [0.30, 0.25, 0.40])
+        arrays = dataset.as_arrays(crop_length=1600)
+        self.assertEqual(arrays["audio"].shape, (3 + 2 + 4, 1600))
+        np.testing.assert_array_equal(arrays["speaker"], [103] * 5 + [1034] * 4)
+        np.testing.assert_array_equal(arrays["clip"], [0, 0, 0, 1, 1, 2, 2, 2, 2])
+        np.testing.assert_array_equal(arrays["audio"][3], dataset.audio[1][:1600])
+        np.testing.assert_array_equal(arrays["mu_law"], audio.mu_law_encode(arrays["audio"]))
+        with BatchPipeline(arrays, batch_size=4, seed=0) as pipeline:
+            self.assertEqual(next(pipeline)["mu_law"].shape, (4, 1600))
+
+    def test_resamples_files_at_another_rate(self):
+        root = self.create_tempdir().full_path
+        _write_librispeech(root, subset="test-clean", rate=8000)
+        dataset = audio.LibriSpeechDataset(os.path.join(root, "LibriSpeech", "test-clean"), subset="test-clean")
+        np.testing.assert_array_equal(dataset.source_rates, [8000] * 3)
+        self.assertEqual([len(a) for a in dataset.audio], [4800, 4000, 6400])  # 2x the 8 kHz lengths.
+
+    def test_missing_subset_transcript_line_and_flac(self):
+        root = self.create_tempdir().full_path
+        with self.assertRaisesRegex(FileNotFoundError, r"(?s)subset 'dev-clean' not found.*LibriSpeech/dev-clean.*speaker>-<chapter>.trans.txt"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+        _write_librispeech(root)
+        chapter = os.path.join(root, "LibriSpeech", "dev-clean", "103", "1240")
+        soundfile.write(os.path.join(chapter, "103-1240-0009.flac"), np.zeros(100, np.float32), 16000)
+        with self.assertRaisesRegex(DatasetFormatError, r"103-1240.trans.txt: expected a line for every FLAC file; missing \['103-1240-0009.flac'\]"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+        os.remove(os.path.join(chapter, "103-1240-0009.flac"))
+        os.remove(os.path.join(chapter, "103-1240-0001.flac"))
+        with self.assertRaisesRegex(FileNotFoundError, r"103-1240-0001.flac is listed in .*103-1240.trans.txt:2 but missing"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+
+    def test_truncated_flac_named_or_skipped_with_count(self):
+        root = self.create_tempdir().full_path
+        _write_librispeech(root)
+        bad = os.path.join(root, "LibriSpeech", "dev-clean", "103", "1240", "103-1240-0000.flac")
+        with open(bad, "rb") as f:
+            data = f.read()
+        with open(bad, "wb") as f:
+            f.write(data[:60])
+        with self.assertRaisesRegex(DatasetFormatError, r"103-1240-0000.flac: expected a WAV, FLAC or OGG audio file"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+        dataset = audio.LibriSpeechDataset(root, subset="dev-clean", skip_bad_files=True)
+        self.assertEqual([str(p) for p, _ in dataset.skipped], [bad])
+        self.assertEqual(dataset.utterance_ids, ["103-1240-0001", "1034-121119-0000"])
+        self.assertEqual(dataset.transcripts[0], "WORDS OF 103 NUMBER 1")
+
+
+class AudioFolderTest(absltest.TestCase):
+
+    def test_wav_flac_ogg_labels_and_resampling(self):
+        root = self.create_tempdir().full_path
+        os.makedirs(os.path.join(root, "digits"))
+        stereo = np.stack([_tone(0.1, 8000), np.zeros(800, np.float32)], axis=1)
+        soundfile.write(os.path.join(root, "digits", "one.wav"), stereo, 8000, subtype="PCM_16")
+        soundfile.write(os.path.join(root, "digits", "two.flac"), _tone(0.2, 16000), 16000)
+        soundfile.write(os.path.join(root, "hello.ogg"), _tone(0.5, 22050), 22050, format="OGG", subtype="VORBIS")
+        dataset = audio.AudioFolderDataset(root, sample_rate=16000)
+        self.assertEqual(dataset.class_names, (".", "digits"))
+        np.testing.assert_array_equal(dataset.labels, [1, 1, 0])
+        np.testing.assert_array_equal(dataset.source_rates, [8000, 16000, 22050])
+        self.assertEqual([len(a) for a in dataset.audio], [1600, 3200, 8000])
+        # Stereo is averaged: half the left channel's amplitude.
+        self.assertAlmostEqual(float(np.abs(dataset.audio[0][200:1400]).max()), 0.25, delta=0.01)
+
+    def test_truncated_wav_names_file(self):
+        root = self.create_tempdir().full_path
+        path = os.path.join(root, "x.wav")
+        soundfile.write(path, _tone(0.5, 8000), 8000, subtype="PCM_16")
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+        with self.assertRaisesRegex(DatasetFormatError, r"x.wav: expected a WAV, FLAC or OGG .*truncated: the header promises 8000 data bytes, the file holds 3978"):
+            audio.AudioFolderDataset(root)
+        with open(path, "wb") as f:
+            f.write(b"RIFF\x00\x00not audio at all")
+        with self.assertRaisesRegex(DatasetFormatError, r"x.wav: expected a WAV, FLAC or OGG audio file"):
+            audio.AudioFolderDataset(root)
+
+
+_ASTERISK = "/usr/share/asterisk/sounds/en_US_f_Allison/digits"
+
+
+@absltest.skipUnless(os.path.isdir(_ASTERISK), f"{_ASTERISK} is missing: apt-get install asterisk-core-sounds-en-wav")
+class RealAsteriskSoundsTest(absltest.TestCase):
+
+    def test_8khz_prompts_resampled_to_16khz(self):
+        dataset = audio.AudioFolderDataset(_ASTERISK, sample_rate=16000)
+        self.assertGreater(len(dataset), 20)
+        self.assertTrue(np.all(dataset.source_rates == 8000))
+        for path, clip in zip(dataset.paths[:3], dataset.audio[:3]):
+            self.assertAlmostEqual(len(clip), 2 * soundfile.info(path).frames, delta=1)
+
+
+if __name__ == "__main__":
+    absltest.main()

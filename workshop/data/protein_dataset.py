@@ -1,0 +1,294 @@
+"""Protein backbones read from PDB and mmCIF files with gemmi, plus backbone geometry scoring.
+
+Formats: the wwPDB "Protein Data Bank Contents Guide" v3.3 (fixed-column
+`ATOM`/`HETATM` records) and PDBx/mmCIF (`_atom_site` loop), either gzipped,
+parsed by gemmi (Wojdyr, 2022, "GEMMI: A library for structural biology",
+JOSS 7(73):4200). For each protein chain of the first model the dataset keeps
+the backbone atoms N, CA, C, O of every amino-acid residue (modified ones such
+as MSE count as their parent), with a mask for atoms missing from the file;
+insertion codes (`52A`) are separate residues; hydrogens, waters, ligands and
+alternative conformations other than the first are dropped.
+
+Ideal geometry (`IDEAL_BACKBONE`): Engh & Huber (1991), "Accurate bond and
+angle parameters for X-ray protein structure refinement", Acta Cryst. A47:392;
+CA-CA 3.80 A for trans peptides. `backbone_geometry` measures a backbone's
+bonds, angles and consecutive CA-CA distances and `score_backbone` compares
+them with the ideal values: the score of a generated backbone.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import gemmi
+import numpy as np
+
+from workshop.data.idx import DatasetFormatError
+
+__all__ = [
+    "AMINO_ACIDS",
+    "BACKBONE_ATOMS",
+    "IDEAL_BACKBONE",
+    "PROTEIN_EXTENSIONS",
+    "ProteinDataset",
+    "backbone_geometry",
+    "read_backbone_chains",
+    "score_backbone",
+]
+
+BACKBONE_ATOMS = ("N", "CA", "C", "O")
+AMINO_ACIDS = "ARNDCQEGHILKMFPSTWYV"  # aatype 0..19; 20 is any other residue.
+PROTEIN_EXTENSIONS = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
+_FORMAT = "expected a PDB or mmCIF file with protein ATOM records"
+# term -> (ideal value, standard deviation); lengths in Angstrom, angles in degrees.
+IDEAL_BACKBONE = {
+    "N-CA": (1.458, 0.019),
+    "CA-C": (1.525, 0.021),
+    "C-O": (1.231, 0.020),
+    "C-N": (1.329, 0.014),  # The peptide bond to the next residue.
+    "N-CA-C": (111.2, 2.8),
+    "CA-C-N": (116.2, 2.0),
+    "C-N-CA": (121.7, 1.8),
+    "CA-C-O": (120.1, 2.1),
+    "CA-CA": (3.80, 0.05),
+}
+_PEPTIDE_BOND_MAX = 2.0  # C(i)-N(i+1) beyond this is a chain break.
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a - b, axis=-1)
+
+
+def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    u, v = a - b, c - b
+    cosine = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-8)
+    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def backbone_geometry(coords: np.ndarray, atom_mask: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Measures every term of `IDEAL_BACKBONE` along one chain.
+
+    Args:
+      coords: float `[L, 4, 3]`, atoms in `BACKBONE_ATOMS` order.
+      atom_mask: bool `[L, 4]`, True where an atom exists (default all).
+
+    Returns:
+      term -> `(values, mask)`: float64 `[L]` for within-residue terms, `[L - 1]`
+      for terms between residue i and i + 1; `mask` is True where every atom
+      involved exists and, between residues, the peptide bond is not broken.
+    """
+    coords = np.asarray(coords, np.float64)
+    mask = np.ones(coords.shape[:2], bool) if atom_mask is None else np.asarray(atom_mask, bool)
+    n, ca, c, o = (coords[:, i] for i in range(4))
+    mn, mca, mc, mo = (mask[:, i] for i in range(4))
+    peptide = _distance(c[:-1], n[1:])
+    linked = mc[:-1] & mn[1:] & (peptide < _PEPTIDE_BOND_MAX)
+    return {
+        "N-CA": (_distance(n, ca), mn & mca),
+        "CA-C": (_distance(ca, c), mca & mc),
+        "C-O": (_distance(c, o), mc & mo),
+        "C-N": (peptide, linked),
+        "N-CA-C": (_angle(n, ca, c), mn & mca & mc),
+        "CA-C-N": (_angle(ca[:-1], c[:-1], n[1:]), linked & mca[:-1]),
+        "C-N-CA": (_angle(c[:-1], n[1:], ca[1:]), linked & mca[1:]),
+        "CA-C-O": (_angle(ca, c, o), mca & mc & mo),
+        "CA-CA": (_distance(ca[:-1], ca[1:]), linked & mca[:-1] & mca[1:]),
+    }
+
+
+def score_backbone(coords: np.ndarray, atom_mask: np.ndarray | None = None, tolerance: float = 3.0) -> dict[str, float]:
+    """Scores a (generated) backbone against ideal geometry.
+
+    Args:
+      coords: float `[L, 4, 3]` (N, CA, C, O), e.g. a model's sample.
+      atom_mask: bool `[L, 4]` (default all present).
+      tolerance: a term is violated beyond this many standard deviations.
+
+    Returns:
+      `"<term>_rmsd"`: root mean square deviation from the ideal value per term;
+      `"mean_z2"`: mean squared z-score over all measured terms (0 is ideal,
+      about 1 for good crystal structures); `"violation_fraction"`: share of
+      terms beyond `tolerance`; `"ca_ca_rmsd"` is the consecutive CA-CA term.
+    """
+    scores, z_all = {}, []
+    for term, (values, mask) in backbone_geometry(coords, atom_mask).items():
+        ideal, sigma = IDEAL_BACKBONE[term]
+        deviation = values[mask] - ideal
+        scores[f"{term.lower()}_rmsd"] = float(np.sqrt(np.mean(deviation**2))) if deviation.size else float("nan")
+        z_all.append(deviation / sigma)
+    z = np.concatenate(z_all)
+    scores["mean_z2"] = float(np.mean(z**2)) if z.size else float("nan")
+    scores["violation_fraction"] = float(np.mean(np.abs(z) > tolerance)) if z.size else float("nan")
+    return scores
+
+
+def _aatype(name: str) -> int:
+    code = gemmi.find_tabulated_residue(name).one_letter_code.upper()
+    return AMINO_ACIDS.index(code) if code in AMINO_ACIDS else len(AMINO_ACIDS)
+
+
+def read_backbone_chains(path: str | os.PathLike, chains: tuple[str, ...] | None = None) -> list[dict]:
+    """Reads the protein chains of one PDB/mmCIF file (first model).
+
+    Args:
+      path: `.pdb`, `.ent`, `.cif`, `.mmcif`, optionally `.gz`.
+      chains: chain names to keep (author names, e.g. ("A",)); None keeps all.
+
+    Returns:
+      One dict per chain with at least one amino-acid residue: `"coords"`
+      float32 `[L, 4, 3]` (0 where missing), `"atom_mask"` bool `[L, 4]`,
+      `"aatype"` int32 `[L]`, `"sequence"` str, `"residue_number"` int32 `[L]`,
+      `"insertion_code"` str of length L (" " for none), `"chain"`, `"path"`.
+
+    Raises:
+      FileNotFoundError: no such file.
+      DatasetFormatError: unparsable (an mmCIF loop or a PDB record cut short,
+        as in a truncated file), or holding no protein residue; the message
+        names the file and the expected format. A PDB file cut exactly at a
+        line end reads as a shorter structure: the format has no length field.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"structure file not found: {path} ({_FORMAT})")
+    try:
+        structure = gemmi.read_structure(str(path))
+    except (RuntimeError, ValueError) as e:
+        raise DatasetFormatError(f"{path}: {_FORMAT}; gemmi could not parse it ({e})") from e
+    if len(structure) == 0:
+        raise DatasetFormatError(f"{path}: {_FORMAT}; it holds no model (truncated or empty?)")
+    structure.remove_hydrogens()
+    structure.remove_alternative_conformations()
+    result = []
+    for chain in structure[0]:
+        if chains is not None and chain.name not in chains:
+            continue
+        residues = [r for r in chain if gemmi.find_tabulated_residue(r.name).is_amino_acid()]
+        if not residues:
+            continue
+        coords = np.zeros((len(residues), 4, 3), np.float32)
+        mask = np.zeros((len(residues), 4), bool)
+        for i, residue in enumerate(residues):
+            for j, atom_name in enumerate(BACKBONE_ATOMS):
+                atom = residue.find_atom(atom_name, "*")
+                if atom is not None:
+                    coords[i, j] = (atom.pos.x, atom.pos.y, atom.pos.z)
+                    mask[i, j] = True
+        aatype = np.array([_aatype(r.name) for r in residues], np.int32)
+        result.append({
+            "coords": coords,
+            "atom_mask": mask,
+            "aatype": aatype,
+            "sequence": "".join(AMINO_ACIDS[a] if a < 20 else "X" for a in aatype),
+            "residue_number": np.array([r.seqid.num for r in residues], np.int32),
+            "insertion_code": "".join(r.seqid.icode for r in residues),
+            "chain": chain.name,
+            "path": path,
+        })
+    if not result:
+        wanted = f" in chains {list(chains)}" if chains is not None else ""
+        raise DatasetFormatError(f"{path}: {_FORMAT}; no amino-acid residue found{wanted}")
+    return result
+
+
+class ProteinDataset:
+    """Protein chains from a folder of PDB/mmCIF files, one example per chain.
+
+    Attributes:
+      examples: the dicts of `read_backbone_chains`, coordinates centred on the
+        chain's mean CA position when `center`.
+      skipped: `(path, problem)` of each bad file left out (`skip_bad_files=True`).
+    """
+
+    def __init__(
+        self,
+        pdb_dir: str | os.PathLike,
+        with_constraints: bool = True,
+        *,
+        chains: tuple[str, ...] | None = None,
+        center: bool = True,
+        min_length: int = 1,
+        skip_bad_files: bool = False,
+    ):
+        """Reads every structure file under `pdb_dir` (recursively).
+
+        Args:
+          pdb_dir: a folder of `.pdb`/`.ent`/`.cif`/`.mmcif` files (`.gz` too), or one file.
+          with_constraints: add the geometry targets of `IDEAL_BACKBONE` to each
+            example: `"ca_ca_distance"` float32 `[L]` (observed CA(i)-CA(i+1),
+            0 at the end and at breaks), `"peptide_mask"` bool `[L]` (residue i is
+            bonded to i + 1, so the 3.80 A target applies).
+          chains: author chain names to keep; None keeps every protein chain.
+          center: subtract each chain's mean CA position.
+          min_length: leave out chains with fewer residues.
+          skip_bad_files: leave unreadable files out (listed in `skipped`).
+
+        Raises:
+          FileNotFoundError: `pdb_dir` is missing or holds no structure file.
+          DatasetFormatError: a file is unparsable or has no protein (unless skipped).
+        """
+        self.data_dir = pathlib.Path(pdb_dir)
+        if self.data_dir.is_file():
+            paths = [self.data_dir]
+        elif self.data_dir.is_dir():
+            paths = sorted(p for p in self.data_dir.rglob("*") if p.name.lower().endswith(PROTEIN_EXTENSIONS))
+        else:
+            raise FileNotFoundError(f"structure folder not found: {self.data_dir} ({_FORMAT})")
+        if not paths:
+            raise FileNotFoundError(f"no {', '.join(PROTEIN_EXTENSIONS)} files under {self.data_dir}")
+        self.with_constraints = with_constraints
+        self.examples, self.skipped = [], []
+        for path in paths:
+            try:
+                found = read_backbone_chains(path, chains)
+            except DatasetFormatError as e:
+                if not skip_bad_files:
+                    raise
+                self.skipped.append((path, str(e)))
+                continue
+            for example in found:
+                if len(example["aatype"]) < min_length:
+                    continue
+                if center and example["atom_mask"][:, 1].any():
+                    ca_mean = example["coords"][example["atom_mask"][:, 1], 1].mean(axis=0)
+                    example["coords"] = np.where(example["atom_mask"][..., None], example["coords"] - ca_mean, 0.0).astype(np.float32)
+                if with_constraints:
+                    values, mask = backbone_geometry(example["coords"], example["atom_mask"])["CA-CA"]
+                    example["peptide_mask"] = np.append(mask, False)
+                    example["ca_ca_distance"] = np.append(np.where(mask, values, 0.0), 0.0).astype(np.float32)
+                self.examples.append(example)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        """The dict of chain `index` (see `read_backbone_chains`)."""
+        return self.examples[index]
+
+    def as_arrays(self, max_length: int | None = None) -> dict[str, np.ndarray]:
+        """Chains padded (or cut) to `max_length` residues, for `BatchPipeline`.
+
+        Returns:
+          `"coords"` float32 `[N, L, 4, 3]`, `"atom_mask"` bool `[N, L, 4]`,
+          `"aatype"` int32 `[N, L]` (20 in padding), `"residue_mask"` bool `[N, L]`,
+          and with constraints `"ca_ca_distance"` float32 `[N, L]`, `"peptide_mask"` bool `[N, L]`.
+          `L` is `max_length`, default the longest chain; longer chains keep their first `L` residues.
+        """
+        length = max_length or max(len(e["aatype"]) for e in self.examples)
+        keys = {"coords": np.float32, "atom_mask": bool, "aatype": np.int32}
+        if self.with_constraints:
+            keys.update(ca_ca_distance=np.float32, peptide_mask=bool)
+        out = {k: np.zeros((len(self), length) + self.examples[0][k].shape[1:], dtype) for k, dtype in keys.items()}
+        out["aatype"][:] = len(AMINO_ACIDS)
+        out["residue_mask"] = np.zeros((len(self), length), bool)
+        for i, example in enumerate(self.examples):
+            n = min(length, len(example["aatype"]))
+            for key in keys:
+                out[key][i, :n] = example[key][:n]
+            out["residue_mask"][i, :n] = True
+            if self.with_constraints and n < len(example["aatype"]):
+                out["peptide_mask"][i, n - 1] = False  # Its partner was cut off.
+        return out
+
+    def __repr__(self) -> str:
+        return f"ProteinDataset({len(self)} chains from {self.data_dir})"
