@@ -199,9 +199,9 @@ class DataConfiguration(_Configuration):
     `workshop.data.datasets.toy` are generated, so `data_dir` does not apply.
     """
 
-    dataset: Literal["fashion_mnist", "mnist", "two_moons", "eight_gaussians", "checkerboard", "pinwheel"] = (
-        "fashion_mnist"
-    )
+    dataset: Literal[
+        "fashion_mnist", "mnist", "cifar10", "cifar100", "two_moons", "eight_gaussians", "checkerboard", "pinwheel"
+    ] = "fashion_mnist"
     data_dir: str | None = None
     batch_size: PositiveInt = 128
     eval_batch_size: PositiveInt = 500

@@ -28,6 +28,7 @@ import numpy as np
 
 from workshop.data.datasets.cifar import CIFAR100Dataset, CIFAR10Dataset
 from workshop.data.datasets.image_folder import ImageFolderDataset
+from workshop.data.datasets.labelled_images import LabelledImages
 from workshop.data.idx import DatasetFormatError, read_idx
 
 __all__ = [
@@ -132,7 +133,7 @@ def _find_file(folder: pathlib.Path, stem: str) -> pathlib.Path:
     )
 
 
-class MNISTDataset:
+class MNISTDataset(LabelledImages):
     """The MNIST digits, read from IDX files.
 
     Attributes:
@@ -182,21 +183,6 @@ class MNISTDataset:
         self.images = images[..., np.newaxis]
         self.labels = labels.astype(np.int32)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        """`{"image": uint8 [28, 28, 1], "label": int32 []}` of example `index`."""
-        return {"image": self.images[index], "label": self.labels[index]}
-
-    def as_arrays(self) -> dict[str, np.ndarray]:
-        """`{"image": uint8 [N, 28, 28, 1], "label": int32 [N]}`, e.g. for `BatchPipeline`."""
-        return {"image": self.images, "label": self.labels}
-
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
         return f"{type(self).__name__}({split}, {len(self)} examples from {self.data_dir})"
@@ -209,23 +195,35 @@ class FashionMNISTDataset(MNISTDataset):
     class_names = FASHION_MNIST_CLASS_NAMES
 
 
-IMAGE_DATASETS: dict[str, type[MNISTDataset]] = {
+IMAGE_DATASETS: dict[str, type[LabelledImages]] = {
+    "cifar10": CIFAR10Dataset,
+    "cifar100": CIFAR100Dataset,
     "fashion_mnist": FashionMNISTDataset,
     "mnist": MNISTDataset,
 }
+# Datasets no Debian package ships: their folder must be given.
+_NEEDS_ROOT = ("cifar10", "cifar100")
 
 
-def load_image_dataset(name: str, root: str | os.PathLike | None = None, train: bool = True) -> MNISTDataset:
-    """Reads the image dataset called `name` ("fashion_mnist" or "mnist").
+def load_image_dataset(name: str, root: str | os.PathLike | None = None, train: bool = True) -> LabelledImages:
+    """Reads the image dataset called `name` (a key of `IMAGE_DATASETS`).
 
     Args:
-      name: a key of `IMAGE_DATASETS`.
-      root: the data folder; None resolves it with `default_data_dir`.
+      name: "fashion_mnist", "mnist", "cifar10" or "cifar100".
+      root: the data folder; None resolves it with `default_data_dir` for the
+        MNIST formats and with `$WORKSHOP_DATA_DIR` for CIFAR.
       train: the training split, else the test split.
 
     Returns:
-      The dataset, with `images` uint8 `[N, 28, 28, 1]` and `labels` int32 `[N]`.
+      The dataset, with `images` uint8 `[N, H, W, C]` and `labels` int32 `[N]`.
     """
     if name not in IMAGE_DATASETS:
         raise ValueError(f"image dataset {name!r} is unknown; known: {', '.join(sorted(IMAGE_DATASETS))}")
+    if name in _NEEDS_ROOT:
+        root = root if root is not None else os.environ.get(DATA_DIR_ENV) or None
+        if root is None:
+            raise FileNotFoundError(
+                f"{name} has no default location (no Debian package ships it): set {DATA_DIR_ENV} or pass "
+                f"--data_dir / root to the folder holding the official python or binary batches"
+            )
     return IMAGE_DATASETS[name](root=root, train=train)

@@ -126,8 +126,11 @@ class FixtureTest(parameterized.TestCase):
         dataset = image.load_image_dataset("fashion_mnist", root=root, train=False)
         self.assertIsInstance(dataset, image.FashionMNISTDataset)
         self.assertEqual(dataset.num_classes, 10)
-        with self.assertRaisesRegex(ValueError, "'cifar10' is unknown; known: fashion_mnist, mnist"):
-            image.load_image_dataset("cifar10")
+        with self.assertRaisesRegex(ValueError, "'svhn' is unknown; known: cifar10, cifar100, fashion_mnist, mnist"):
+            image.load_image_dataset("svhn")
+        with mock.patch.dict(os.environ, {image.DATA_DIR_ENV: ""}):
+            with self.assertRaisesRegex(FileNotFoundError, "cifar10 has no default location.*WORKSHOP_DATA_DIR"):
+                image.load_image_dataset("cifar10")
 
     def test_is_a_grain_random_access_source(self):
         import grain  # pylint: disable=g-import-not-at-top
