@@ -1,0 +1,27 @@
+"""Neural spline flow (Durkan et al. 2019, arXiv:1906.04032) on the 2-D checkerboard.
+
+Six rational-quadratic spline coupling steps (8 bins on [-5, 5], each after
+an LU linear layer, MLP conditioners of two hidden layers of 64) on the
+generated "checkerboard" density (`workshop/data/datasets/toy.py`), whose
+sharp edges affine flows cannot follow. The test figure is the exact
+log-density of 10000 held-out points (the uniform density on the 8 black
+squares has entropy log 32 = 3.466 nats, the best attainable NLL).
+Measured 2026-11-29 on the shared, heavily loaded 2-core CPU: 3000 steps,
+1 min 49 s wall for the whole command (19 s of CPU time); test NLL 3.569
+nats, 0.10 nats above the optimum; samples show the 8 squares with sharp edges.
+
+    tools/bazel run //workshop/train:train -- --config=workshop/train/configs/nsf.py --workdir=runs/nsf
+"""
+
+from workshop.train.configs import maf
+
+
+def get_config():
+    config = maf.get_config()
+    config.name = "nsf"
+    config.model.model_type = "nsf"
+    config.model.num_flows = 6
+    config.model.parameters = dict(transform="coupling", num_bins=8, tail_bound=5.0, hidden_features=[64, 64])
+    config.data.dataset = "checkerboard"
+    config.training.optimizer.learning_rate = 1e-3
+    return config
