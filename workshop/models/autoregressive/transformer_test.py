@@ -1,0 +1,117 @@
+"""Transformer: causality by gradients, cached decoding equals the full pass, likelihood, bad input."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest, parameterized
+from flax import nnx
+
+from workshop.core.configuration import ModelConfiguration
+from workshop.models.autoregressive.attention import apply_rotary
+from workshop.models.autoregressive import Transformer
+
+_T, _V = 8, 11
+
+
+def _model(shape=(_T,), **params):
+    params = {"vocab_size": _V, "num_layers": 2, "num_heads": 2, "embed_dim": 16, **params}
+    if len(shape) == 3:
+        params.pop("vocab_size")
+    return Transformer(ModelConfiguration(model_type="transformer", input_shape=shape, parameters=params),
+                        rngs=nnx.Rngs(0))
+
+
+def _tokens(n=3, length=_T, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, _V, (n, length)), jnp.int32)
+
+
+class TransformerTest(parameterized.TestCase):
+    @parameterized.parameters("learned", "rotary")
+    def test_logits_at_t_depend_only_on_inputs_up_to_t(self, positions):
+        """Input t holds token t-1, so logits t see tokens < t (and every one of them)."""
+        model = _model(positions=positions)
+        h = model.embed_inputs(_tokens(1))
+        proj = jax.random.normal(jax.random.key(1), (_V,))
+        jac = jax.jit(jax.jacrev(lambda h: model.transform(h)[0] @ proj))(h)  # [T, 1, T, D]
+        dep = np.abs(np.asarray(jac[:, 0])).sum(-1)  # [out t, in s]
+        causal = np.tril(np.ones((_T, _T), bool))
+        self.assertEqual(float(dep[~causal].max()), 0.0)
+        self.assertGreater(float(dep[causal].min()), 0.0)
+
+    @parameterized.parameters(("learned", None), ("rotary", None), ("rotary", 3))
+    def test_cached_decoding_matches_the_full_pass(self, positions, num_classes):
+        model = _model(positions=positions, num_classes=num_classes)
+        tokens = _tokens(2)
+        labels = None if num_classes is None else jnp.array([0, 2])
+        full = model(tokens, labels=labels)["logits"]
+        inputs = model.embed_inputs(tokens, labels)
+        if model.learned_positions:  # decode_step adds the position itself
+            inputs = inputs - model.position_embed(jnp.arange(_T))[None]
+
+        def step(caches, t):
+            logits, caches = model.decode_step(jax.lax.dynamic_slice_in_dim(inputs, t, 1, axis=1), caches, t)
+            return caches, logits
+
+        _, cached = jax.jit(lambda: jax.lax.scan(step, model.init_cache(2), jnp.arange(_T)))()
+        np.testing.assert_allclose(jnp.swapaxes(cached, 0, 1), full, atol=1e-5)
+
+    def test_generation_with_and_without_cache_agree(self):
+        model = _model(positions="rotary", max_length=12)
+        gen = jax.jit(lambda use_cache: model.generate(n_samples=3, rngs=nnx.Rngs(4), top_k=6, top_p=0.9,
+                                                       use_cache=use_cache), static_argnums=0)
+        with_cache, without = gen(True), gen(False)
+        self.assertEqual(with_cache.shape, (3, _T))
+        np.testing.assert_array_equal(with_cache, without)
+        self.assertTrue(((with_cache >= 0) & (with_cache < _V)).all())
+
+    def test_rotary_scores_depend_only_on_the_offset(self):
+        q, k = jax.random.normal(jax.random.key(0), (2, 1, 1, 1, 8))
+        score = lambda i, j: jnp.sum(apply_rotary(q, jnp.array([i])) * apply_rotary(k, jnp.array([j])))  # noqa: E731
+        np.testing.assert_allclose(score(3, 1), score(10, 8), rtol=1e-5)
+        self.assertGreater(abs(float(score(3, 1) - score(3, 2))), 1e-4)
+
+    def test_uniform_model_gives_log_vocab_per_token(self):
+        model = _model()
+        model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
+        model.head.bias[...] = jnp.zeros_like(model.head.bias[...])
+        np.testing.assert_allclose(model.log_prob(_tokens(), num_samples=5), -_T * math.log(_V), rtol=1e-6)
+
+    def test_images_as_pixel_sequences(self):
+        model = _model((3, 2, 1), num_levels=4)
+        images = np.random.default_rng(0).integers(0, 4, (2, 3, 2, 1)).astype(np.float32) / 3
+        out = model(images)
+        self.assertEqual(out["logits"].shape, (2, 6, 4))
+        np.testing.assert_array_equal(out["tokens"], np.round(images * 3).reshape(2, 6))
+        metrics = model.loss_fn({"image": images}, out)
+        np.testing.assert_allclose(metrics["nll_bits_per_dim"], -model.log_prob(images).mean() / (6 * math.log(2)),
+                                   rtol=1e-5)
+        # Every one of the 4^6 images: the probabilities sum to one.
+        all_levels = np.stack(np.meshgrid(*[np.arange(4)] * 6, indexing="ij"), -1).reshape(-1, 3, 2, 1)
+        total = jax.nn.logsumexp(jax.jit(model.log_prob)(all_levels.astype(np.int32)))
+        self.assertAlmostEqual(float(total), 0.0, places=3)
+        samples = model.generate(n_samples=2, rngs=nnx.Rngs(0))
+        self.assertEqual(samples.shape, (2, 3, 2, 1))
+        np.testing.assert_allclose(samples * 3, np.round(samples * 3), atol=1e-5)
+
+    def test_bad_input_is_named(self):
+        model = _model()
+        with self.assertRaisesRegex(ValueError, "sequence length 9 exceeds max_length 8"):
+            model.log_prob(_tokens(length=9))
+        bad = np.zeros((1, _T), np.int32)
+        bad[0, 5] = 11
+        with self.assertRaisesRegex(ValueError, r"vocab_size 11\) must lie in \[0, 11\); got 11 at index \(0, 5\)"):
+            model.log_prob(bad)
+        with self.assertRaisesRegex(ValueError, "tokens must be integers"):
+            model.log_prob(np.zeros((1, _T), np.float32))
+        with self.assertRaisesRegex(ValueError, r"values in \[0, 1\].*got -0.5"):
+            _model((2, 2, 1)).log_prob(np.full((1, 2, 2, 1), -0.5, np.float32))
+        with self.assertRaisesRegex(ValueError, "needs parameters.vocab_size"):
+            Transformer(ModelConfiguration(model_type="transformer", input_shape=(4,)), rngs=nnx.Rngs(0))
+        with self.assertRaisesRegex(ValueError, "top_p must lie in"):
+            model.generate(n_samples=1, rngs=nnx.Rngs(0), top_p=1.5)
+
+
+if __name__ == "__main__":
+    absltest.main()
