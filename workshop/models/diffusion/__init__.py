@@ -1,1 +1,29 @@
-"""Diffusion models. Importing this package registers its model types."""
+"""Diffusion models. Importing this package registers its model types.
+
+* "ddpm" (`DDPM`): Ho et al. 2020 with a U-Net or DiT denoiser, epsilon/x0/v
+  prediction, linear/cosine/sigmoid schedules, min-SNR weighting, classifier-
+  free guidance, four compiled samplers and a variational bound `log_prob`.
+* `inpaint`: fills masked pixels of a user's images with any trained DDPM.
+"""
+
+from workshop.models.diffusion.ddpm import BACKBONES as BACKBONES
+from workshop.models.diffusion.ddpm import DDPM as DDPM
+from workshop.models.diffusion.ddpm import DDPMParameters as DDPMParameters
+from workshop.models.diffusion.dit import DiT as DiT
+from workshop.models.diffusion.samplers import SAMPLERS as SAMPLERS
+from workshop.models.diffusion.schedules import BETA_SCHEDULES as BETA_SCHEDULES
+from workshop.models.diffusion.schedules import NoiseSchedule as NoiseSchedule
+from workshop.models.diffusion.schedules import make_schedule as make_schedule
+from workshop.models.diffusion.unet import UNet as UNet
+
+__all__ = [
+    "BACKBONES",
+    "BETA_SCHEDULES",
+    "DDPM",
+    "DDPMParameters",
+    "DiT",
+    "NoiseSchedule",
+    "SAMPLERS",
+    "UNet",
+    "make_schedule",
+]

@@ -5,11 +5,28 @@ is built, so `configure_for_generative_models(enable_mixed_precision=True)`
 makes them compute in bfloat16 with float32 parameters.
 """
 
+from workshop.models.layers.attention import SpatialSelfAttention as SpatialSelfAttention
+from workshop.models.layers.attention import fused_attention as fused_attention
+from workshop.models.layers.attention import group_norm_groups as group_norm_groups
 from workshop.models.layers.conv import ConvDecoder as ConvDecoder
 from workshop.models.layers.conv import ConvEncoder as ConvEncoder
 from workshop.models.layers.conv import downsampled_sizes as downsampled_sizes
 from workshop.models.layers.embedding import LabelEmbedding as LabelEmbedding
 from workshop.models.layers.embedding import validate_labels as validate_labels
 from workshop.models.layers.mlp import MLP as MLP
+from workshop.models.layers.timestep_embedding import TimestepEmbedding as TimestepEmbedding
+from workshop.models.layers.timestep_embedding import sinusoidal_embedding as sinusoidal_embedding
 
-__all__ = ["ConvDecoder", "ConvEncoder", "LabelEmbedding", "MLP", "downsampled_sizes", "validate_labels"]
+__all__ = [
+    "ConvDecoder",
+    "ConvEncoder",
+    "LabelEmbedding",
+    "MLP",
+    "SpatialSelfAttention",
+    "TimestepEmbedding",
+    "downsampled_sizes",
+    "fused_attention",
+    "group_norm_groups",
+    "sinusoidal_embedding",
+    "validate_labels",
+]
