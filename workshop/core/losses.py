@@ -20,7 +20,19 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "ADVERSARIAL_LOSSES",
     "bernoulli_log_likelihood",
+    "discriminator_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "hinge_discriminator_loss",
+    "least_squares_discriminator_loss",
+    "least_squares_generator_loss",
+    "non_saturating_discriminator_loss",
+    "non_saturating_generator_loss",
+    "r1_penalty",
+    "wasserstein_discriminator_loss",
+    "wasserstein_generator_loss",
     "discretized_logistic_log_likelihood",
     "gaussian_log_likelihood",
     "kl_diagonal_gaussians",
@@ -185,6 +197,155 @@ def squared_error(x: jax.Array, y: jax.Array) -> jax.Array:
     return sum_except_batch(jnp.square(x - y))
 
 
-# Adversarial losses (non-saturating, hinge, Wasserstein with gradient penalty)
-# join this module together with the GAN family, so that GANs and any other
-# family that needs a discriminator term share one copy.
+
+# --------------------------------------------------------------------------
+# Adversarial losses and discriminator regularisers.
+#
+# Each loss takes the discriminator's raw scores (logits for the
+# non-saturating loss, critic values otherwise) of real and generated
+# examples, `[B]` each, and returns the per-example loss `[B]` float32; the
+# caller averages. The pairs are:
+#
+# * "non-saturating": Goodfellow et al. 2014, "Generative Adversarial Nets"
+#   (arXiv:1406.2661), with the generator maximising log D(G(z)) (section 3).
+# * "wasserstein": Arjovsky, Chintala & Bottou 2017, "Wasserstein GAN"
+#   (arXiv:1701.07875); with `gradient_penalty`, WGAN-GP of Gulrajani et al.
+#   2017 (arXiv:1704.00028).
+# * "hinge": Lim & Ye 2017, "Geometric GAN" (arXiv:1705.02894), the loss of
+#   SN-GAN (Miyato et al. 2018, arXiv:1802.05957).
+# * "least-squares": Mao et al. 2017, "Least Squares Generative Adversarial
+#   Networks" (arXiv:1611.04076), the 0-1 coding (a=0, b=1, c=1) of eq. 9.
+
+ADVERSARIAL_LOSSES = ("non-saturating", "wasserstein", "hinge", "least-squares")
+
+
+def non_saturating_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """-log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))) = softplus(-real) + softplus(fake): `[B], [B] -> [B]`."""
+    real_logits, fake_logits = _f32(real_logits, fake_logits)
+    return jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)
+
+
+def non_saturating_generator_loss(fake_logits: jax.Array) -> jax.Array:
+    """-log sigmoid(D(G(z))) = softplus(-fake): `[B] -> [B]`."""
+    (fake_logits,) = _f32(fake_logits)
+    return jax.nn.softplus(-fake_logits)
+
+
+def wasserstein_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+    """The critic minimises D(G(z)) - D(x): `[B], [B] -> [B]`.
+
+    Its negative batch mean is the critic's estimate of the Wasserstein-1
+    distance (up to the Lipschitz constant the penalty enforces).
+    """
+    real_scores, fake_scores = _f32(real_scores, fake_scores)
+    return fake_scores - real_scores
+
+
+def wasserstein_generator_loss(fake_scores: jax.Array) -> jax.Array:
+    """-D(G(z)): `[B] -> [B]`."""
+    (fake_scores,) = _f32(fake_scores)
+    return -fake_scores
+
+
+def hinge_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))): `[B], [B] -> [B]`."""
+    real_scores, fake_scores = _f32(real_scores, fake_scores)
+    return jax.nn.relu(1.0 - real_scores) + jax.nn.relu(1.0 + fake_scores)
+
+
+def least_squares_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+    """(D(x) - 1)^2 / 2 + D(G(z))^2 / 2: `[B], [B] -> [B]`."""
+    real_scores, fake_scores = _f32(real_scores, fake_scores)
+    return 0.5 * jnp.square(real_scores - 1.0) + 0.5 * jnp.square(fake_scores)
+
+
+def least_squares_generator_loss(fake_scores: jax.Array) -> jax.Array:
+    """(D(G(z)) - 1)^2 / 2: `[B] -> [B]`."""
+    (fake_scores,) = _f32(fake_scores)
+    return 0.5 * jnp.square(fake_scores - 1.0)
+
+
+_DISCRIMINATOR_LOSSES = {
+    "non-saturating": non_saturating_discriminator_loss,
+    "wasserstein": wasserstein_discriminator_loss,
+    "hinge": hinge_discriminator_loss,
+    "least-squares": least_squares_discriminator_loss,
+}
+# The hinge generator loss of Lim & Ye and Miyato et al. is the Wasserstein one.
+_GENERATOR_LOSSES = {
+    "non-saturating": non_saturating_generator_loss,
+    "wasserstein": wasserstein_generator_loss,
+    "hinge": wasserstein_generator_loss,
+    "least-squares": least_squares_generator_loss,
+}
+
+
+def _adversarial(table: dict, kind: str):
+    if kind not in table:
+        raise ValueError(f"adversarial loss {kind!r} is unknown; known: {', '.join(ADVERSARIAL_LOSSES)}")
+    return table[kind]
+
+
+def discriminator_loss(kind: str, real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+    """The discriminator's loss named `kind` (one of `ADVERSARIAL_LOSSES`): `[B], [B] -> [B]`.
+
+    Raises:
+      ValueError: `kind` is unknown (the message lists the known ones).
+    """
+    return _adversarial(_DISCRIMINATOR_LOSSES, kind)(real_scores, fake_scores)
+
+
+def generator_loss(kind: str, fake_scores: jax.Array) -> jax.Array:
+    """The generator's loss named `kind` (one of `ADVERSARIAL_LOSSES`): `[B] -> [B]`.
+
+    Raises:
+      ValueError: `kind` is unknown (the message lists the known ones).
+    """
+    return _adversarial(_GENERATOR_LOSSES, kind)(fake_scores)
+
+
+def _input_gradients(critic_fn, x: jax.Array) -> jax.Array:
+    # Examples are scored independently, so the gradient of the batch sum
+    # holds each example's own input gradient.
+    return jax.grad(lambda v: jnp.sum(jnp.asarray(critic_fn(v), jnp.float32)))(x)
+
+
+def gradient_penalty(critic_fn, real: jax.Array, fake: jax.Array, key: jax.Array, *, target: float = 1.0) -> jax.Array:
+    """The two-sided penalty of WGAN-GP (Gulrajani et al. 2017, arXiv:1704.00028, eq. 3).
+
+    (||grad_x D(x_hat)||_2 - target)^2 at x_hat = e x + (1 - e) G(z), with one
+    e ~ U[0, 1] per example, which pushes the critic towards 1-Lipschitz
+    along lines between real and generated points.
+
+    Args:
+      critic_fn: `[B, ...] -> [B]` scores; examples must not interact (no
+        batch normalisation).
+      real, fake: `[B, ...]` real and generated examples.
+      key: PRNG key for the interpolation weights.
+      target: the gradient norm aimed at (1 in the paper).
+
+    Returns:
+      `[B]` float32 penalties (not yet weighted by lambda).
+    """
+    real, fake = _f32(real, fake)
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), jnp.float32)
+    x_hat = eps * real + (1.0 - eps) * fake
+    grads = _input_gradients(critic_fn, x_hat)
+    norms = jnp.sqrt(sum_except_batch(jnp.square(grads)) + 1e-12)
+    return jnp.square(norms - target)
+
+
+def r1_penalty(critic_fn, real: jax.Array) -> jax.Array:
+    """||grad_x D(x)||_2^2 on real data (Mescheder, Geiger & Nowozin 2018, arXiv:1801.04406, eq. 9).
+
+    The paper's regulariser is gamma / 2 times the batch mean of this value.
+
+    Args:
+      critic_fn: `[B, ...] -> [B]` scores of independent examples.
+      real: `[B, ...]` real examples.
+
+    Returns:
+      `[B]` float32 squared gradient norms.
+    """
+    (real,) = _f32(real)
+    return sum_except_batch(jnp.square(_input_gradients(critic_fn, real)))

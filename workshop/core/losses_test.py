@@ -172,5 +172,81 @@ class JitTest(parameterized.TestCase):
         np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-5)
 
 
+
+class AdversarialLossTest(parameterized.TestCase):
+    # Scores chosen so every branch of the hinge is hit; expected values by hand.
+    REAL = np.array([2.0, 0.5, -1.0], np.float32)
+    FAKE = np.array([-2.0, 0.0, 1.5], np.float32)
+
+    def test_non_saturating_by_hand(self):
+        sp = lambda v: np.log1p(np.exp(v))  # noqa: E731
+        np.testing.assert_allclose(
+            losses.discriminator_loss("non-saturating", self.REAL, self.FAKE),
+            [sp(-2.0) + sp(-2.0), sp(-0.5) + np.log(2.0), sp(1.0) + sp(1.5)], rtol=1e-6)
+        np.testing.assert_allclose(losses.generator_loss("non-saturating", self.FAKE),
+                                   [sp(2.0), np.log(2.0), sp(-1.5)], rtol=1e-6)
+        # -log sigmoid(l) of a huge logit stays finite.
+        self.assertTrue(np.isfinite(losses.non_saturating_generator_loss(jnp.array([-1e4]))).all())
+
+    def test_wasserstein_by_hand(self):
+        np.testing.assert_allclose(losses.discriminator_loss("wasserstein", self.REAL, self.FAKE), [-4.0, -0.5, 2.5])
+        np.testing.assert_allclose(losses.generator_loss("wasserstein", self.FAKE), [2.0, 0.0, -1.5])
+
+    def test_hinge_by_hand(self):
+        # relu(1 - r) + relu(1 + f): (0 + 0), (0.5 + 1), (2 + 2.5)
+        np.testing.assert_allclose(losses.discriminator_loss("hinge", self.REAL, self.FAKE), [0.0, 1.5, 4.5])
+        np.testing.assert_allclose(losses.generator_loss("hinge", self.FAKE), [2.0, 0.0, -1.5])
+
+    def test_least_squares_by_hand(self):
+        # (r - 1)^2 / 2 + f^2 / 2: (0.5 + 2), (0.125 + 0), (2 + 1.125)
+        np.testing.assert_allclose(losses.discriminator_loss("least-squares", self.REAL, self.FAKE),
+                                   [2.5, 0.125, 3.125], rtol=1e-6)
+        np.testing.assert_allclose(losses.generator_loss("least-squares", self.FAKE), [4.5, 0.5, 0.125], rtol=1e-6)
+
+    def test_unknown_loss_lists_the_known_ones(self):
+        with self.assertRaisesRegex(ValueError, "'vanilla' is unknown; known: non-saturating, wasserstein, hinge"):
+            losses.discriminator_loss("vanilla", self.REAL, self.FAKE)
+        with self.assertRaisesRegex(ValueError, "least-squares"):
+            losses.generator_loss("vanilla", self.FAKE)
+
+    @parameterized.parameters(*losses.ADVERSARIAL_LOSSES)
+    def test_jit_and_bfloat16(self, kind):
+        d = jax.jit(lambda r, f: losses.discriminator_loss(kind, r, f))(self.REAL.astype(jnp.bfloat16), self.FAKE)
+        self.assertEqual(d.dtype, jnp.float32)
+        self.assertEqual(d.shape, (3,))
+
+
+class RegulariserTest(absltest.TestCase):
+    def test_gradient_penalty_of_a_linear_critic(self):
+        # D(x) = <w, x> + b has gradient w everywhere, so the penalty is (||w|| - 1)^2
+        # at every interpolate, whatever the interpolation weights.
+        w = jnp.array([[3.0, 0.0], [0.0, 4.0]])  # ||w||_F = 5
+        critic = lambda x: jnp.sum(x * w, axis=(1, 2)) + 0.7  # noqa: E731
+        real = jax.random.normal(jax.random.PRNGKey(0), (6, 2, 2))
+        fake = jax.random.normal(jax.random.PRNGKey(1), (6, 2, 2))
+        gp = losses.gradient_penalty(critic, real, fake, jax.random.PRNGKey(2))
+        np.testing.assert_allclose(gp, np.full(6, (5.0 - 1.0) ** 2), rtol=1e-5)
+        gp2 = jax.jit(lambda r, f: losses.gradient_penalty(critic, r, f, jax.random.PRNGKey(3), target=5.0))(real, fake)
+        np.testing.assert_allclose(gp2, np.zeros(6), atol=1e-4)
+
+    def test_gradient_penalty_of_a_quadratic_critic(self):
+        # D(x) = ||x||^2 / 2 has gradient x: the penalty is (||x_hat|| - 1)^2 with
+        # x_hat = e real + (1 - e) fake and e drawn as the function draws it.
+        critic = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=-1)  # noqa: E731
+        real = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+        fake = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
+        key = jax.random.PRNGKey(7)
+        eps = np.asarray(jax.random.uniform(key, (5, 1)))
+        x_hat = eps * np.asarray(real) + (1 - eps) * np.asarray(fake)
+        np.testing.assert_allclose(losses.gradient_penalty(critic, real, fake, key),
+                                   (np.linalg.norm(x_hat, axis=-1) - 1.0) ** 2, rtol=1e-5)
+
+    def test_r1_of_a_quadratic_critic(self):
+        critic = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=-1) + jnp.sum(x, axis=-1)  # noqa: E731
+        real = jnp.array([[1.0, 2.0], [0.0, -1.0]])
+        # gradient x + 1: [2, 3] -> 13, [1, 0] -> 1
+        np.testing.assert_allclose(losses.r1_penalty(critic, real), [13.0, 1.0], rtol=1e-6)
+
+
 if __name__ == "__main__":
     absltest.main()
