@@ -20,6 +20,7 @@ import workshop.models.autoregressive  # noqa: F401  pylint: disable=unused-impo
 import workshop.models.diffusion  # noqa: F401  pylint: disable=unused-import
 import workshop.models.ebm  # noqa: F401  pylint: disable=unused-import
 import workshop.models.flow  # noqa: F401  pylint: disable=unused-import
+import workshop.models.gan  # noqa: F401  pylint: disable=unused-import
 import workshop.models.vae  # noqa: F401  pylint: disable=unused-import
 
 __all__ = [

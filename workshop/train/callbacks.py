@@ -22,6 +22,10 @@ from workshop.train.image_grid import save_sample_picture
 __all__ = ["CheckpointCallback", "EarlyStopping", "MetricsWriter", "ProgressBar", "SampleGrid"]
 
 
+# Metrics the progress bar shows when a model reports them (VAE, GAN, likelihood models).
+_PROGRESS_METRICS = ("loss", "kl", "elbo", "nll_bits_per_dim", "d_loss", "g_loss", "wasserstein_estimate")
+
+
 class ProgressBar:
     """A tqdm bar with step rate, ETA and the latest logged loss."""
 
@@ -42,7 +46,8 @@ class ProgressBar:
         self._bar.update(1)
 
     def on_log(self, trainer, step, logs) -> None:
-        self._bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "kl", "elbo") if k in logs}, refresh=False)
+        shown = [k for k in _PROGRESS_METRICS if k in logs]
+        self._bar.set_postfix({k: f"{logs[k]:.4g}" for k in shown}, refresh=False)
 
     def on_eval(self, trainer, step, logs) -> None:
         self._bar.write(f"step {step} eval: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())))

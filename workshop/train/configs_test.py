@@ -8,8 +8,7 @@ from absl.testing import absltest, parameterized
 from flax import nnx
 
 from workshop.models.factories import create_model
-from workshop.train.experiment import parse_config
-from workshop.train.trainer import Trainer
+from workshop.train.experiment import make_trainer, parse_config
 
 _CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parent / "configs").glob("*.py") if p.stem != "__init__")
 
@@ -21,17 +20,21 @@ class ConfigsTest(parameterized.TestCase):
     @parameterized.parameters(*_CONFIGS)
     def test_config_builds_and_steps(self, name):
         cfg = parse_config(importlib.import_module(f"workshop.train.configs.{name}").get_config())
-        trainer = Trainer(create_model(cfg.model, rngs=nnx.Rngs(0)), cfg.training)
+        model = create_model(cfg.model, rngs=nnx.Rngs(0))
+        trainer = make_trainer(model, cfg)  # the GAN trainer for GAN configs
+        # A GAN step takes n_critic chunks of examples, one per critic update.
+        n = 4 * getattr(model, "n_critic", 1)
         rng = np.random.default_rng(0)
         batch = {
-            "image": rng.random((4, *cfg.model.input_shape)).astype(np.float32),
-            "label": rng.integers(0, 10, 4).astype(np.int32),
+            "image": rng.random((n, *cfg.model.input_shape)).astype(np.float32),
+            "label": rng.integers(0, 10, n).astype(np.int32),
         }
         if cfg.data.binarize != "none":
             batch["image"] = (batch["image"] > 0.5).astype(np.float32)
         state, metrics = trainer.train_step(trainer.init_state(), batch)
         self.assertEqual(int(state.step), 1)
-        self.assertTrue(np.isfinite(float(metrics["loss"])), f"{name}: loss {metrics['loss']}")
+        for key in ("d_loss", "g_loss") if cfg.model.family == "gan" else ("loss",):
+            self.assertTrue(np.isfinite(float(metrics[key])), f"{name}: {key} {metrics[key]}")
         samples = trainer.generate(state, 3)
         self.assertEqual(samples.shape, (3, *cfg.model.input_shape))
 

@@ -36,9 +36,17 @@ from workshop.eval.likelihood import evaluate_likelihood
 from workshop.models.factories import create_model
 from workshop.train import callbacks as cb
 from workshop.train.checkpointing import Checkpointer
+from workshop.train.gan_trainer import GANTrainer
 from workshop.train.trainer import Trainer, TrainState
 
-__all__ = ["ExperimentConfig", "RunResult", "load_experiment_config", "parse_config", "train_and_evaluate"]
+__all__ = [
+    "ExperimentConfig",
+    "RunResult",
+    "load_experiment_config",
+    "make_trainer",
+    "parse_config",
+    "train_and_evaluate",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -72,7 +80,10 @@ class RunResult:
     workdir: pathlib.Path
 
 
-_EVAL_DEFAULTS = {"iwae_samples": 100, "final_eval": True, "test_binarize": "fixed", "max_test_batches": None}
+# config.eval: `likelihood_samples` is the `num_samples` of the models' `log_prob`:
+# importance samples (VAE), timesteps (diffusion), AIS chains (EBM),
+# dequantization draws (flows); None leaves each model its own default.
+_EVAL_DEFAULTS = {"likelihood_samples": None, "final_eval": True, "test_binarize": "fixed", "max_test_batches": None}
 
 
 def parse_config(config: ml_collections.ConfigDict | dict[str, Any]) -> ExperimentConfig:
@@ -145,6 +156,13 @@ def _test_batches(cfg: ExperimentConfig, source, *, max_batches: int | None) -> 
         yield batch
 
 
+def make_trainer(model: nnx.Module, cfg: ExperimentConfig) -> Trainer:
+    """The trainer of the model's family: `GANTrainer` for "gan" models, `Trainer` otherwise."""
+    if cfg.model.family == "gan":
+        return GANTrainer(model, cfg.training)
+    return Trainer(model, cfg.training)
+
+
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer):
     """SIGINT/SIGTERM ask the trainer to stop after the current step."""
@@ -192,7 +210,7 @@ def train_and_evaluate(
     train_source = _source(cfg.data, train=True)
     test_source = _source(cfg.data, train=False)
     model = create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
-    trainer = Trainer(model, cfg.training)
+    trainer = make_trainer(model, cfg)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)
 
     state = trainer.init_state()
@@ -228,9 +246,13 @@ def train_and_evaluate(
         final = evaluate_likelihood(
             trainer.model_from_state(state),
             _test_batches(cfg, test_source, max_batches=cfg.eval["max_test_batches"]),
-            num_samples=cfg.eval["iwae_samples"],
+            num_samples=cfg.eval["likelihood_samples"],
             seed=t.seed,
         )
-        final.update(step=int(state.step), iwae_samples=cfg.eval["iwae_samples"], test_binarize=cfg.eval["test_binarize"])
+        final["step"] = int(state.step)
+        if cfg.eval["likelihood_samples"] is not None:
+            final["likelihood_samples"] = cfg.eval["likelihood_samples"]
+        if cfg.data.binarize != "none":
+            final["test_binarize"] = cfg.eval["test_binarize"]
         (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
     return RunResult(state=state, trainer=trainer, stop_reason=trainer.stop_reason, final_metrics=final, workdir=workdir)

@@ -47,7 +47,7 @@ def _config(data_dir):
     config.data.eval_batch_size = 16
     config.data.data_dir = str(data_dir)
     config.data.prefetch = 0
-    config.eval.iwae_samples = 8
+    config.eval.likelihood_samples = 8
     return config
 
 

@@ -42,5 +42,5 @@ def get_config() -> ml_collections.ConfigDict:
         num_samples=64,
     )
     config.data = dict(dataset="fashion_mnist", batch_size=128, eval_batch_size=500, binarize="dynamic")
-    config.eval = dict(iwae_samples=100, test_binarize="fixed")
+    config.eval = dict(likelihood_samples=100, test_binarize="fixed")
     return config

@@ -12,5 +12,5 @@ def get_config():
         num_embeddings=128, commitment_cost=0.25, ema_decay=0.99, reconstruction_loss="discretized_logistic"
     )
     config.data.binarize = "none"
-    config.eval.iwae_samples = 1
+    config.eval.likelihood_samples = 1
     return config
