@@ -29,9 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from workshop.core.device_manager import get_device_manager
-from workshop.train.experiment import parse_config
-from workshop.train.trainer import Trainer
-from workshop.data.datasets.image import load_image_dataset
+from workshop.train.experiment import data_source, make_trainer, parse_config
 from workshop.data.pipeline import BatchPipeline
 from workshop.models.factories import create_model
 from flax import nnx
@@ -86,9 +84,8 @@ def run_benchmark(model: str, *, steps: int, repeats: int, batch_size: int | Non
     cfg = parse_config(config)
     peak = matmul_peak_flops(matmul_n)
 
-    dataset = load_image_dataset(cfg.data.dataset, root=cfg.data.data_dir, train=True)
-    source = {"image": dataset.images, "label": dataset.labels}
-    trainer = Trainer(create_model(cfg.model, rngs=nnx.Rngs(0)), cfg.training)
+    source = data_source(cfg.data, train=True)
+    trainer = make_trainer(create_model(cfg.model, rngs=nnx.Rngs(0)), cfg)
 
     def pipeline():
         return iter(BatchPipeline(source, batch_size=cfg.data.batch_size, seed=0, shuffle=True, drop_remainder=True,

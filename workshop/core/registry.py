@@ -31,6 +31,7 @@ __all__ = [
     "is_registered",
     "register_model",
     "registered_model_types",
+    "typed_parameters",
     "unregister_model",
     "validate_parameters",
 ]
@@ -39,6 +40,7 @@ FAMILIES = ("vae", "gan", "diffusion", "flow", "ebm", "autoregressive")
 
 Builder = Callable[..., "nnx.Module"]
 _B = TypeVar("_B", bound=Builder)
+_S = TypeVar("_S", bound=pydantic.BaseModel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +138,29 @@ def validate_parameters(model_type: str, parameters: dict[str, Any]) -> pydantic
                 "which takes no parameters"
             )
         return None
+    return _validate(schema, spec.model_type, parameters)
+
+
+def typed_parameters(model_type: str, parameters: dict[str, Any], schema: type[_S]) -> _S:
+    """`parameters` of a model class whose parameter schema is `schema`.
+
+    A registered `model_type` is checked by its registered schema when that is
+    `schema` or a subclass of it (so "beta-vae" gets beta 4 by default from the
+    VAE class); a class built directly from a configuration of an unregistered
+    type, or registered with an unrelated schema, falls back to `schema`.
+
+    Raises:
+      ValueError: naming each bad key and, for unknown keys, the valid ones.
+    """
+    key = model_type.strip().lower()
+    if key in _REGISTRY:
+        registered = _REGISTRY[key].parameters
+        if registered is not None and issubclass(registered, schema):
+            return _validate(registered, key, parameters)
+    return _validate(schema, key, parameters)
+
+
+def _validate(schema: type[_S], model_type: str, parameters: dict[str, Any]) -> _S:
     try:
         return schema.model_validate(parameters)
     except pydantic.ValidationError as err:
@@ -144,7 +169,7 @@ def validate_parameters(model_type: str, parameters: dict[str, Any]) -> pydantic
         for e in err.errors():
             field = ".".join(str(p) for p in e["loc"])
             if e["type"] == "extra_forbidden":
-                problems.append(f"parameters key {field!r} is not valid for model_type {spec.model_type!r}")
+                problems.append(f"parameters key {field!r} is not valid for model_type {model_type!r}")
             else:
                 problems.append(f"parameters.{field}: {e['msg']} (got {e.get('input')!r})")
-        raise ValueError("; ".join(problems) + f". Valid keys for {spec.model_type!r}: {valid}") from None
+        raise ValueError("; ".join(problems) + f". Valid keys for {model_type!r}: {valid}") from None

@@ -42,6 +42,7 @@ from workshop.train.trainer import Trainer, TrainState
 __all__ = [
     "ExperimentConfig",
     "RunResult",
+    "data_source",
     "load_experiment_config",
     "make_trainer",
     "parse_config",
@@ -115,7 +116,8 @@ def load_experiment_config(workdir: str | pathlib.Path) -> ExperimentConfig:
     return parse_config(json.loads(path.read_text()))
 
 
-def _source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
+def data_source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
+    """The arrays of the configured dataset's split: `{"image": [N, ...], "label": int32 [N]}`."""
     if data.dataset in TOY_DATASETS:
         dataset = load_toy_dataset(data.dataset, train=train)
     else:
@@ -207,8 +209,8 @@ def train_and_evaluate(
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    train_source = _source(cfg.data, train=True)
-    test_source = _source(cfg.data, train=False)
+    train_source = data_source(cfg.data, train=True)
+    test_source = data_source(cfg.data, train=False)
     model = create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
     trainer = make_trainer(model, cfg)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)

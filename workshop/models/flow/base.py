@@ -58,16 +58,6 @@ class FlowParameters(pydantic.BaseModel):
     num_classes: PositiveInt | None = Field(None, description="condition on integer labels in [0, num_classes)")
 
 
-def typed_parameters(config: ModelConfiguration, schema: type[pydantic.BaseModel]) -> Any:
-    """`config.parameters` parsed by `schema`; errors name the bad keys and the valid ones."""
-    if registry.is_registered(config.model_type) and registry.get_model_spec(config.model_type).parameters is schema:
-        return registry.validate_parameters(config.model_type, config.parameters)
-    try:
-        return schema.model_validate(config.parameters)
-    except pydantic.ValidationError as err:
-        raise ValueError(f"parameters of model_type {config.model_type!r}: {err}") from None
-
-
 class FlowModel(nnx.Module):
     """Base of the flow models; see the module docstring.
 
@@ -79,7 +69,7 @@ class FlowModel(nnx.Module):
     _schema: type[FlowParameters] = FlowParameters
 
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
-        p = typed_parameters(config, self._schema)
+        p = registry.typed_parameters(config.model_type, config.parameters, self._schema)
         self.model_type = config.model_type
         shape = tuple(int(s) for s in config.input_shape)
         if len(shape) not in (1, 3):

@@ -36,7 +36,7 @@ from workshop.core import losses, registry
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model
 from workshop.models.gan.networks import OUTPUT_ACTIVATIONS, Discriminator, Generator
-from workshop.models.layers import validate_labels
+from workshop.models.layers import resolve_backbone, validate_labels
 
 __all__ = [
     "DCGANParameters",
@@ -48,7 +48,6 @@ __all__ = [
     "WGANGPParameters",
 ]
 
-BACKBONES = ("mlp", "conv")
 
 
 class GANParameters(pydantic.BaseModel):
@@ -101,31 +100,6 @@ class HingeGANParameters(GANParameters):
     loss: Literal["non-saturating", "wasserstein", "hinge", "least-squares"] = "hinge"
 
 
-def _parameters(config: ModelConfiguration, schema: type[GANParameters]) -> GANParameters:
-    if registry.is_registered(config.model_type):
-        parsed = registry.validate_parameters(config.model_type, config.parameters)
-        if isinstance(parsed, GANParameters):
-            return parsed
-    try:
-        return schema.model_validate(config.parameters)
-    except pydantic.ValidationError as err:
-        raise ValueError(f"invalid parameters for {config.model_type!r}: {err}. "
-                         f"Valid keys: {', '.join(sorted(schema.model_fields))}") from None
-
-
-def _backbone(config: ModelConfiguration) -> str:
-    shape = tuple(config.input_shape)
-    if config.backbone_type is None:
-        return "conv" if len(shape) == 3 else "mlp"
-    backbone = config.backbone_type.strip().lower()
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone_type {config.backbone_type!r} is not available for model_type "
-                         f"{config.model_type!r}; known: {', '.join(BACKBONES)} (or None to pick from input_shape)")
-    if backbone == "conv" and len(shape) != 3:
-        raise ValueError(f"backbone_type 'conv' needs an (H, W, C) input_shape, got {shape}; use 'mlp'")
-    return backbone
-
-
 @register_model("dcgan", family="gan", parameters=DCGANParameters,
                 description="DCGAN (Radford et al. 2015), non-saturating loss")
 class GAN(nnx.Module):
@@ -144,10 +118,10 @@ class GAN(nnx.Module):
       num_classes: present only on conditional models (the trainers' marker).
     """
 
-    _schema: type[GANParameters] = DCGANParameters
+    _schema: type[GANParameters] = GANParameters  # registered types bring their own subclass
 
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
-        p = _parameters(config, self._schema)
+        p = registry.typed_parameters(config.model_type, config.parameters, self._schema)
         self.model_type = config.model_type
         self.input_shape = tuple(int(s) for s in config.input_shape)
         self.latent_dim = int(config.latent_dim)
@@ -159,7 +133,7 @@ class GAN(nnx.Module):
         self.spectral_norm = bool(p.spectral_norm)
         if p.num_classes is not None:
             self.num_classes = int(p.num_classes)
-        backbone = _backbone(config)
+        backbone = resolve_backbone(config)
         activation = p.output_activation
         if activation == "auto":
             activation = "unit_interval" if len(self.input_shape) == 3 else "none"

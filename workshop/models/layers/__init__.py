@@ -8,6 +8,8 @@ makes them compute in bfloat16 with float32 parameters.
 from workshop.models.layers.attention import SpatialSelfAttention as SpatialSelfAttention
 from workshop.models.layers.attention import fused_attention as fused_attention
 from workshop.models.layers.attention import group_norm_groups as group_norm_groups
+from workshop.models.layers.backbone import BACKBONES as BACKBONES
+from workshop.models.layers.backbone import resolve_backbone as resolve_backbone
 from workshop.models.layers.conv import ConvDecoder as ConvDecoder
 from workshop.models.layers.conv import ConvEncoder as ConvEncoder
 from workshop.models.layers.conv import downsampled_sizes as downsampled_sizes
@@ -18,6 +20,7 @@ from workshop.models.layers.timestep_embedding import TimestepEmbedding as Times
 from workshop.models.layers.timestep_embedding import sinusoidal_embedding as sinusoidal_embedding
 
 __all__ = [
+    "BACKBONES",
     "ConvDecoder",
     "ConvEncoder",
     "LabelEmbedding",
@@ -26,6 +29,7 @@ __all__ = [
     "TimestepEmbedding",
     "downsampled_sizes",
     "fused_attention",
+    "resolve_backbone",
     "group_norm_groups",
     "sinusoidal_embedding",
     "validate_labels",

@@ -28,10 +28,9 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 from workshop.core import losses
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
-from workshop.core.registry import register_model
-from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, LabelEmbedding, validate_labels
+from workshop.core.registry import register_model, typed_parameters
+from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, LabelEmbedding, resolve_backbone, validate_labels
 from workshop.models.vae import likelihoods
-from workshop.models.vae.backbones import resolve_backbone, typed_parameters
 
 __all__ = ["BetaVAEParameters", "CVAE", "CVAEParameters", "VAE", "VAEParameters"]
 
@@ -81,7 +80,7 @@ class VAE(nnx.Module):
     _conditional = False
 
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
-        p = typed_parameters(config, self._schema)
+        p = typed_parameters(config.model_type, config.parameters, self._schema)
         self.model_type = config.model_type
         self.input_shape = tuple(int(s) for s in config.input_shape)
         self.latent_dim = int(config.latent_dim)

@@ -28,10 +28,9 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
-from workshop.core.registry import register_model
-from workshop.models.layers import MLP, ConvDecoder, ConvEncoder
+from workshop.core.registry import register_model, typed_parameters
+from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, resolve_backbone
 from workshop.models.vae import likelihoods
-from workshop.models.vae.backbones import resolve_backbone, typed_parameters
 from workshop.models.vae.vector_quantizer import VectorQuantizer
 
 __all__ = ["VQVAE", "VQVAEParameters"]
@@ -67,7 +66,7 @@ class VQVAE(nnx.Module):
     """
 
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
-        p = typed_parameters(config, VQVAEParameters)
+        p = typed_parameters(config.model_type, config.parameters, VQVAEParameters)
         self.model_type = config.model_type
         self.input_shape = tuple(int(s) for s in config.input_shape)
         self.latent_dim = int(config.latent_dim)
