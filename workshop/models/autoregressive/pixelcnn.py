@@ -37,7 +37,7 @@ from workshop.core.registry import register_model
 from workshop.models.autoregressive import logistic_mixture, quantization
 from workshop.models.autoregressive.masked_conv import GatedMaskedConv2D, MaskedConv2D
 from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
-from workshop.models.layers.embedding import LabelEmbedding, validate_labels
+from workshop.models.layers.embedding import LabelEmbedding, class_labels
 
 __all__ = ["PixelCNN", "PixelCNNParameters"]
 
@@ -101,11 +101,8 @@ class PixelCNN(nnx.Module):
 
     # ------------------------------------------------------------ internals
     def _labels(self, labels, batch_size: int) -> jax.Array | None:
-        if hasattr(self, "num_classes"):
-            return validate_labels(labels, self.num_classes, batch_size, model_name="pixelcnn")
-        if labels is not None:
-            raise ValueError("this pixelcnn is unconditional and takes no labels; set parameters.num_classes")
-        return None
+        return class_labels(labels, getattr(self, "num_classes", None), batch_size, model_name="pixelcnn",
+                            unconditional_hint="set parameters.num_classes")
 
     def _levels(self, x: jax.Array) -> jax.Array:
         if tuple(x.shape[1:]) != self.input_shape:

@@ -34,7 +34,7 @@ from workshop.core.registry import register_model
 from workshop.models.autoregressive import quantization
 from workshop.models.autoregressive.attention import CausalSelfAttention, KVCache
 from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
-from workshop.models.layers.embedding import LabelEmbedding, validate_labels
+from workshop.models.layers.embedding import LabelEmbedding, class_labels
 
 __all__ = ["Transformer", "TransformerParameters"]
 
@@ -130,11 +130,8 @@ class Transformer(nnx.Module):
 
     # ------------------------------------------------------------ internals
     def _labels(self, labels, batch_size: int) -> jax.Array | None:
-        if hasattr(self, "num_classes"):
-            return validate_labels(labels, self.num_classes, batch_size, model_name="transformer")
-        if labels is not None:
-            raise ValueError("this transformer is unconditional and takes no labels; set parameters.num_classes")
-        return None
+        return class_labels(labels, getattr(self, "num_classes", None), batch_size, model_name="transformer",
+                            unconditional_hint="set parameters.num_classes")
 
     def tokens(self, x: jax.Array) -> jax.Array:
         """Model inputs -> `[B, T]` int32 tokens, checked (see the module docstring)."""

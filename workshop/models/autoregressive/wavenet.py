@@ -35,7 +35,7 @@ from workshop.core.registry import register_model
 from workshop.models.autoregressive import quantization
 from workshop.models.autoregressive.masked_conv import gate
 from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
-from workshop.models.layers.embedding import LabelEmbedding, validate_labels
+from workshop.models.layers.embedding import LabelEmbedding, class_labels
 
 __all__ = ["WaveNet", "WaveNetParameters"]
 
@@ -119,11 +119,8 @@ class WaveNet(nnx.Module):
 
     # ------------------------------------------------------------ internals
     def _labels(self, labels, batch_size: int) -> jax.Array | None:
-        if hasattr(self, "num_classes"):
-            return validate_labels(labels, self.num_classes, batch_size, model_name="wavenet")
-        if labels is not None:
-            raise ValueError("this wavenet is unconditional and takes no labels; set parameters.num_classes")
-        return None
+        return class_labels(labels, getattr(self, "num_classes", None), batch_size, model_name="wavenet",
+                            unconditional_hint="set parameters.num_classes")
 
     def codes(self, x: jax.Array) -> jax.Array:
         """Inputs `[B, T]` -> int32 mu-law codes, checked (errors name the bad value)."""

@@ -34,7 +34,7 @@ from workshop.models.diffusion.dit import DiT
 from workshop.models.diffusion.samplers import check_sampler, run_sampler
 from workshop.models.diffusion.unet import UNet
 from workshop.models.diffusion.vlb import variational_bound
-from workshop.models.layers import validate_labels
+from workshop.models.layers import class_labels
 
 __all__ = ["BACKBONES", "DDPM", "DDPMParameters"]
 
@@ -133,12 +133,8 @@ class DDPM(nnx.Module):
         return hasattr(self, "num_classes")
 
     def _labels(self, labels: Any, batch: int) -> jax.Array | None:
-        if self.conditional:
-            return validate_labels(labels, self.num_classes, batch, model_name=f"model_type {self.model_type!r}")
-        if labels is not None:
-            raise ValueError(f"model_type {self.model_type!r} is unconditional and takes no labels; set "
-                             "parameters num_classes to train a class-conditional model")
-        return None
+        return class_labels(labels, getattr(self, "num_classes", None), batch, model_name=f"model_type {self.model_type!r}",
+                            unconditional_hint="set parameters num_classes to train a class-conditional model")
 
     def _network(self, x_t: jax.Array, t: jax.Array, labels: jax.Array | None,
                  condition: jax.Array | None) -> jax.Array:

@@ -45,7 +45,7 @@ from workshop.core import registry
 from workshop.core.registry import register_model
 from workshop.models.ebm import ais, samplers
 from workshop.models.ebm.energy import EnergyNetwork
-from workshop.models.layers import validate_labels
+from workshop.models.layers import class_labels
 
 __all__ = ["EBM", "EBMParameters", "ReplayBuffer"]
 
@@ -133,11 +133,8 @@ class EBM(nnx.Module):
                              f"(input_shape {self.input_shape}), got shape {tuple(x.shape)}")
 
     def _labels(self, labels: Any, batch_size: int) -> jax.Array | None:
-        if self.hparams.num_classes is not None:
-            return validate_labels(labels, self.num_classes, batch_size, model_name="model_type 'ebm'")
-        if labels is not None:
-            raise ValueError("this 'ebm' is unconditional and takes no labels; set parameters.num_classes")
-        return None
+        return class_labels(labels, self.hparams.num_classes, batch_size, model_name="model_type 'ebm'",
+                            unconditional_hint="set parameters.num_classes")
 
     def _energy(self, network: EnergyNetwork, x: jax.Array, labels: jax.Array | None) -> jax.Array:
         e = network(x, labels)

@@ -36,7 +36,7 @@ from workshop.core import losses, registry
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model
 from workshop.models.gan.networks import OUTPUT_ACTIVATIONS, Discriminator, Generator
-from workshop.models.layers import resolve_backbone, validate_labels
+from workshop.models.layers import class_labels, resolve_backbone
 
 __all__ = [
     "DCGANParameters",
@@ -152,12 +152,10 @@ class GAN(nnx.Module):
           ValueError: labels given to an unconditional model, or missing,
             misshaped or out of range for a conditional one.
         """
-        if hasattr(self, "num_classes"):
-            return validate_labels(labels, self.num_classes, batch_size, model_name=f"model_type {self.model_type!r}")
-        if labels is not None:
-            raise ValueError(f"model_type {self.model_type!r} is unconditional and takes no labels; set "
-                             "parameters.num_classes for a class-conditional GAN (projection discriminator)")
-        return None
+        return class_labels(
+            labels, getattr(self, "num_classes", None), batch_size, model_name=f"model_type {self.model_type!r}",
+            unconditional_hint="set parameters.num_classes for a class-conditional GAN (projection discriminator)",
+        )
 
     def sample_latents(self, n_samples: int, key: jax.Array, *, truncation: float | None = None) -> jax.Array:
         """z ~ N(0, I), or truncated to [-truncation, truncation]: `[n_samples, latent_dim]`.

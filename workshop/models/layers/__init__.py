@@ -14,6 +14,7 @@ from workshop.models.layers.conv import ConvDecoder as ConvDecoder
 from workshop.models.layers.conv import ConvEncoder as ConvEncoder
 from workshop.models.layers.conv import downsampled_sizes as downsampled_sizes
 from workshop.models.layers.embedding import LabelEmbedding as LabelEmbedding
+from workshop.models.layers.embedding import class_labels as class_labels
 from workshop.models.layers.embedding import validate_labels as validate_labels
 from workshop.models.layers.mlp import MLP as MLP
 from workshop.models.layers.timestep_embedding import TimestepEmbedding as TimestepEmbedding
@@ -27,10 +28,11 @@ __all__ = [
     "MLP",
     "SpatialSelfAttention",
     "TimestepEmbedding",
+    "class_labels",
     "downsampled_sizes",
     "fused_attention",
-    "resolve_backbone",
     "group_norm_groups",
+    "resolve_backbone",
     "sinusoidal_embedding",
     "validate_labels",
 ]

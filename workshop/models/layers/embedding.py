@@ -17,7 +17,7 @@ from flax import nnx
 
 from workshop.core.device_manager import get_precision_policy
 
-__all__ = ["LabelEmbedding", "validate_labels"]
+__all__ = ["LabelEmbedding", "class_labels", "validate_labels"]
 
 
 def validate_labels(labels, num_classes: int, batch_size: int, *, model_name: str = "this model") -> jax.Array:
@@ -55,6 +55,29 @@ def validate_labels(labels, num_classes: int, batch_size: int, *, model_name: st
                 f"{model_name}: labels must lie in [0, {num_classes}), got values from {values.min()} to {values.max()}"
             )
     return labels.astype(jnp.int32)
+
+
+def class_labels(labels, num_classes: int | None, batch_size: int, *, model_name: str,
+                 unconditional_hint: str) -> jax.Array | None:
+    """The labels a model takes: checked `[B]` int32 when conditional, None when not.
+
+    Args:
+      labels: what the caller passed (None, a scalar or `[B]` integers).
+      num_classes: the model's number of classes, None for an unconditional model.
+      batch_size: B.
+      model_name: named in the error messages.
+      unconditional_hint: how to get a conditional model, appended to the
+        error an unconditional model raises when given labels.
+
+    Raises:
+      ValueError: labels given to an unconditional model, or the errors of
+        `validate_labels` for a conditional one.
+    """
+    if num_classes is not None:
+        return validate_labels(labels, num_classes, batch_size, model_name=model_name)
+    if labels is not None:
+        raise ValueError(f"{model_name} is unconditional and takes no labels; {unconditional_hint}")
+    return None
 
 
 class LabelEmbedding(nnx.Module):

@@ -7,10 +7,18 @@ from absl.testing import absltest
 from flax import nnx
 
 from workshop.core import device_manager
-from workshop.models.layers.embedding import LabelEmbedding, validate_labels
+from workshop.models.layers.embedding import LabelEmbedding, class_labels, validate_labels
 
 
 class EmbeddingTest(absltest.TestCase):
+    def test_class_labels_of_conditional_and_unconditional_models(self):
+        np.testing.assert_array_equal(class_labels(3, 5, 2, model_name="m", unconditional_hint="h"), [3, 3])
+        self.assertIsNone(class_labels(None, None, 2, model_name="m", unconditional_hint="h"))
+        with self.assertRaisesRegex(ValueError, "^m is unconditional and takes no labels; set num_classes$"):
+            class_labels(jnp.array([1, 2]), None, 2, model_name="m", unconditional_hint="set num_classes")
+        with self.assertRaisesRegex(ValueError, "m is conditional: labels are required"):
+            class_labels(None, 5, 2, model_name="m", unconditional_hint="h")
+
     def test_lookup_returns_the_rows(self):
         emb = LabelEmbedding(4, 3, rngs=nnx.Rngs(0))
         table = emb.embed.embedding[...]

@@ -29,7 +29,7 @@ from workshop.core import losses
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model, typed_parameters
-from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, LabelEmbedding, resolve_backbone, validate_labels
+from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, LabelEmbedding, class_labels, resolve_backbone
 from workshop.models.vae import likelihoods
 
 __all__ = ["BetaVAEParameters", "CVAE", "CVAEParameters", "VAE", "VAEParameters"]
@@ -112,11 +112,8 @@ class VAE(nnx.Module):
 
     # ------------------------------------------------------------ internals
     def _labels(self, labels: Any, batch_size: int) -> jax.Array | None:
-        if self._conditional:
-            return validate_labels(labels, self.num_classes, batch_size, model_name=f"model_type {self.model_type!r}")
-        if labels is not None:
-            raise ValueError(f"model_type {self.model_type!r} is unconditional and takes no labels; use 'cvae'")
-        return None
+        return class_labels(labels, self.num_classes if self._conditional else None, batch_size,
+                            model_name=f"model_type {self.model_type!r}", unconditional_hint="use 'cvae'")
 
     def _with_labels(self, h: jax.Array, labels: jax.Array | None) -> jax.Array:
         if labels is None:
