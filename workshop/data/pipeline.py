@@ -1,8 +1,10 @@
 """Deterministic, resumable batches from in-memory arrays, for training and evaluation.
 
 `BatchPipeline` turns a dict of numpy arrays that share their leading dim N
-(e.g. `{"image": uint8 [N, H, W, C], "label": int32 [N]}`) into a stream of
-batches. Every batch is a pure function of `(seed, step)`:
+(e.g. `{"x": uint8 [N, H, W, C], "label": int32 [N]}`) into a stream of
+batches. `"x"` is the model input of every modality: images (uint8 grey levels
+become float32 in [0, 1]), token or mu-law ids (integers stay int32) and
+coordinates (floats become float32). Every batch is a pure function of `(seed, step)`:
 
 * epoch `e = step // steps_per_epoch` visits the examples in the order of a
   permutation drawn from `np.random.default_rng([seed, e])` (identity order when
@@ -106,9 +108,9 @@ def _produce(pipeline_ref: weakref.ref, step: int, out: queue.Queue, stop: threa
 class BatchPipeline(Iterator[dict[str, np.ndarray]]):
     """Shuffled, optionally binarized batches of an in-memory dataset.
 
-    An iterator of dicts: `"image"` float32 `[B, H, W, C]` in [0, 1] (uint8 / 255,
-    or 0/1 when binarized), `"label"` int32 `[B]`, and every other source key
-    gathered as is. B is `batch_size` except for a smaller last batch of an
+    An iterator of dicts: `"x"` float32 `[B, H, W, C]` in [0, 1] (uint8 / 255,
+    or 0/1 when binarized; integer ids stay int32, other floats become
+    float32), `"label"` int32 `[B]`, and every other source key gathered as is. B is `batch_size` except for a smaller last batch of an
     epoch when `drop_remainder=False`.
 
     Training: `BatchPipeline(source, batch_size=128, seed=0)` (shuffled, full
@@ -132,7 +134,7 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
         """Builds the pipeline; nothing is computed until the first batch.
 
         Args:
-          source: arrays with the same leading dim N, e.g. `{"image": uint8
+          source: arrays with the same leading dim N, e.g. `{"x": uint8
             [N, H, W, C], "label": int [N]}`. Kept by reference, not copied.
           batch_size: examples per batch.
           seed: non-negative integer; with the step it determines every batch.
@@ -142,12 +144,12 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
           num_epochs: epochs to yield, or None for forever.
           binarize: "none", "dynamic" (fresh Bernoulli draws per epoch) or
             "fixed" (one draw per example, the same every epoch); needs a uint8
-            `"image"`.
+            `"x"`.
           prefetch: batches prepared ahead in a background thread; 0 for none.
           start_step: the step to start from (to resume a run).
         """
         if not source:
-            raise ValueError("source is empty; expected a dict of arrays such as {'image': ..., 'label': ...}")
+            raise ValueError("source is empty; expected a dict of arrays such as {'x': ..., 'label': ...}")
         self._source = {key: np.asarray(value) for key, value in source.items()}
         sizes = {key: (value.shape[0] if value.ndim else None) for key, value in self._source.items()}
         self.num_examples = next(iter(sizes.values()))
@@ -168,8 +170,8 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
             raise ValueError(f"num_epochs must be >= 1 or None (forever), got {num_epochs}")
         if binarize not in BINARIZE_MODES:
             raise ValueError(f"binarize {binarize!r} is unknown; known: {', '.join(BINARIZE_MODES)}")
-        if binarize != "none" and self._source.get("image", np.empty(0)).dtype != np.uint8:
-            raise ValueError(f"binarize={binarize!r} needs a uint8 'image' array in source (grey levels 0..255)")
+        if binarize != "none" and self._source.get("x", np.empty(0)).dtype != np.uint8:
+            raise ValueError(f"binarize={binarize!r} needs a uint8 'x' array in source (grey levels 0..255)")
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
 
@@ -235,7 +237,7 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
           step: 0 <= step < num_steps.
 
         Returns:
-          `{"image": float32 [B, H, W, C], "label": int32 [B], ...}`.
+          `{"x": float32 [B, H, W, C], "label": int32 [B], ...}`.
         """
         if step < 0 or self._is_done(step):
             raise IndexError(f"step {step} is outside this pipeline's 0..{self.num_steps} steps")
@@ -246,7 +248,7 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
         rows = self._epoch_order(epoch)[start:stop] if self.shuffle else slice(start, stop)
         batch = {}
         for key, values in self._source.items():
-            if key != "image":
+            if key != "x":
                 dtype = np.int32 if key == "label" else values.dtype
                 batch[key] = values[rows].astype(dtype)  # A copy, never a view of source.
             elif self.binarize == "dynamic":
@@ -256,6 +258,8 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
                 batch[key] = self._fixed_bits[rows].astype(np.float32)
             elif values.dtype == np.uint8:
                 batch[key] = values[rows].astype(np.float32) / np.float32(255)
+            elif np.issubdtype(values.dtype, np.integer):  # Token or class ids: kept as ids.
+                batch[key] = values[rows].astype(np.int32)
             else:
                 batch[key] = values[rows].astype(np.float32)
         return batch
@@ -322,7 +326,7 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
 
     def _binarize_all(self) -> np.ndarray:
         """uint8 `[N, H, W, C]`: one Bernoulli draw per example, keyed by its index."""
-        images = self._source["image"]
+        images = self._source["x"]
         key = _philox_key(self.seed, 0, _FIXED_TAG)
         bits = np.empty_like(images)
         for first in range(0, len(images), _FIXED_CHUNK):

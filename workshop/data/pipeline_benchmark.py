@@ -48,7 +48,7 @@ def _numpy(source: dict[str, np.ndarray], batch_size: int, **kwargs) -> Iterator
 
 
 def _to_float(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"image": example["image"].astype(np.float32) / np.float32(255), "label": example["label"]}
+    return {"x": example["x"].astype(np.float32) / np.float32(255), "label": example["label"]}
 
 
 def _grain_per_example(source: dict[str, np.ndarray], batch_size: int) -> Iterator[dict]:
@@ -59,7 +59,7 @@ def _grain_per_example(source: dict[str, np.ndarray], batch_size: int) -> Iterat
             return len(source["label"])
 
         def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-            return {"image": source["image"][index], "label": source["label"][index]}
+            return {"x": source["x"][index], "label": source["label"][index]}
 
     dataset = (
         grain.MapDataset.source(_Source())
@@ -90,7 +90,7 @@ def measure(make_iterator: Callable[[], Iterator[dict]], num_batches: int, warmu
     for _ in range(num_batches):
         batch = next(iterator)
     elapsed = time.perf_counter() - start
-    assert batch["image"].dtype == np.float32 and batch["image"].shape[0] == _BATCH_SIZE.value
+    assert batch["x"].dtype == np.float32 and batch["x"].shape[0] == _BATCH_SIZE.value
     return num_batches / elapsed
 
 

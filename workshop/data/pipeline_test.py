@@ -13,7 +13,7 @@ def _source(n=10, shape=(4, 4, 1), seed=0):
     """`n` random grey images, labels `i % 3`, and `"index"` = the example index."""
     rng = np.random.default_rng(seed)
     return {
-        "image": rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
+        "x": rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
         "label": (np.arange(n) % 3).astype(np.int64),
         "index": np.arange(n),
     }
@@ -40,9 +40,9 @@ class BatchContentTest(parameterized.TestCase):
     def test_image_is_float_grey_over_255_and_labels_int32(self):
         source = _source()
         batch = next(BatchPipeline(source, batch_size=4, seed=3))
-        self.assertEqual(batch["image"].dtype, np.float32)
-        self.assertEqual(batch["image"].shape, (4, 4, 4, 1))
-        np.testing.assert_array_equal(batch["image"], source["image"][batch["index"]] / np.float32(255))
+        self.assertEqual(batch["x"].dtype, np.float32)
+        self.assertEqual(batch["x"].shape, (4, 4, 4, 1))
+        np.testing.assert_array_equal(batch["x"], source["x"][batch["index"]] / np.float32(255))
         self.assertEqual(batch["label"].dtype, np.int32)
         np.testing.assert_array_equal(batch["label"], batch["index"] % 3)
 
@@ -82,8 +82,8 @@ class BatchContentTest(parameterized.TestCase):
         batches = list(BatchPipeline.for_evaluation(source, batch_size=4))
         self.assertEqual([len(b["label"]) for b in batches], [4, 4, 2])
         np.testing.assert_array_equal(_epoch_indices(batches), np.arange(10))
-        images = np.concatenate([b["image"] for b in batches])
-        np.testing.assert_array_equal(images, source["image"] / np.float32(255))
+        images = np.concatenate([b["x"] for b in batches])
+        np.testing.assert_array_equal(images, source["x"] / np.float32(255))
 
     def test_batches_are_copies_not_views_of_the_source(self):
         source = _source()
@@ -92,10 +92,10 @@ class BatchContentTest(parameterized.TestCase):
         self.assertEqual(source["index"][0], 0)
 
     @parameterized.named_parameters(
-        ("ragged", {"image": np.zeros((3, 2, 2, 1), np.uint8), "label": np.zeros(4)}, {}, "leading dim"),
+        ("ragged", {"x": np.zeros((3, 2, 2, 1), np.uint8), "label": np.zeros(4)}, {}, "leading dim"),
         ("batch_too_big", _source(3), {}, "batch_size 4 > 3 examples"),
         ("binarize_name", _source(), {"binarize": "random"}, "binarize 'random' is unknown; known: none"),
-        ("binarize_float", {"image": np.zeros((8, 2, 2, 1), np.float32)}, {"binarize": "dynamic"}, "uint8"),
+        ("binarize_float", {"x": np.zeros((8, 2, 2, 1), np.float32)}, {"binarize": "dynamic"}, "uint8"),
         ("negative_seed", _source(), {"seed": -1}, "seed"),
     )
     def test_bad_settings_are_refused(self, source, kwargs, message):
@@ -151,10 +151,10 @@ class BinarizeTest(parameterized.TestCase):
     def test_values_are_bits_with_the_grey_level_mean(self, mode):
         source = _source(n=64, shape=(16, 16, 1))
         batches = list(BatchPipeline(source, batch_size=16, binarize=mode, num_epochs=1))
-        images = np.concatenate([b["image"] for b in batches])
+        images = np.concatenate([b["x"] for b in batches])
         self.assertEqual(images.dtype, np.float32)
         self.assertTrue(np.all((images == 0) | (images == 1)))
-        grey = source["image"][_epoch_indices(batches)]
+        grey = source["x"][_epoch_indices(batches)]
         # 16384 Bernoulli draws: the standard error of the mean is below 0.004.
         self.assertAlmostEqual(images.mean(), grey.mean() / 255, delta=0.015)
         # Black stays 0 and white stays 1, whatever the draw.
@@ -163,8 +163,8 @@ class BinarizeTest(parameterized.TestCase):
 
     def test_dynamic_per_pixel_frequency_matches_grey_level(self):
         grey = np.array([[0, 51, 128, 204, 255]], np.uint8).reshape(1, 1, 5, 1)
-        source = {"image": np.repeat(grey, 400, axis=0)}
-        images = np.concatenate([b["image"] for b in BatchPipeline(source, batch_size=100, num_epochs=1, binarize="dynamic")])
+        source = {"x": np.repeat(grey, 400, axis=0)}
+        images = np.concatenate([b["x"] for b in BatchPipeline(source, batch_size=100, num_epochs=1, binarize="dynamic")])
         # 400 draws per grey level: standard error at most 0.025.
         np.testing.assert_allclose(images.mean(axis=0).ravel(), grey.ravel() / 255, atol=0.08)
 
@@ -175,7 +175,7 @@ class BinarizeTest(parameterized.TestCase):
         def by_example(mode, epoch):
             pipeline = BatchPipeline(source, batch_size=4, seed=0, binarize=mode, num_epochs=2, shuffle=shuffle)
             batches = list(pipeline)[3 * epoch : 3 * (epoch + 1)]
-            images = np.concatenate([b["image"] for b in batches])
+            images = np.concatenate([b["x"] for b in batches])
             return images[np.argsort(_epoch_indices(batches))]
 
         np.testing.assert_array_equal(by_example("fixed", 0), by_example("fixed", 1))
@@ -184,10 +184,10 @@ class BinarizeTest(parameterized.TestCase):
     def test_fixed_bits_do_not_depend_on_shuffle_or_batch_size(self):
         source = _source(n=10, shape=(8, 8, 1))
         in_order = np.concatenate(
-            [b["image"] for b in BatchPipeline.for_evaluation(source, batch_size=3, seed=9, binarize="fixed")]
+            [b["x"] for b in BatchPipeline.for_evaluation(source, batch_size=3, seed=9, binarize="fixed")]
         )
         batches = list(BatchPipeline(source, batch_size=5, seed=9, binarize="fixed", num_epochs=1))
-        shuffled = np.concatenate([b["image"] for b in batches])
+        shuffled = np.concatenate([b["x"] for b in batches])
         np.testing.assert_array_equal(shuffled, in_order[_epoch_indices(batches)])
 
     def test_dynamic_bits_do_not_depend_on_batch_size(self):
@@ -197,7 +197,7 @@ class BinarizeTest(parameterized.TestCase):
             pipeline = BatchPipeline(
                 source, batch_size=batch_size, seed=3, binarize="dynamic", num_epochs=1, drop_remainder=False
             )
-            return np.concatenate([b["image"] for b in pipeline])
+            return np.concatenate([b["x"] for b in pipeline])
 
         np.testing.assert_array_equal(epoch_images(3), epoch_images(7))
 
@@ -205,7 +205,7 @@ class BinarizeTest(parameterized.TestCase):
         source = _source(n=8, shape=(8, 8, 1))
         a = BatchPipeline.for_evaluation(source, batch_size=8, seed=0, binarize="fixed").batch(0)
         b = BatchPipeline.for_evaluation(source, batch_size=8, seed=1, binarize="fixed").batch(0)
-        self.assertFalse(np.array_equal(a["image"], b["image"]))
+        self.assertFalse(np.array_equal(a["x"], b["x"]))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def evaluate_likelihood(
     Args:
       model: a model with `log_prob(x, *, rngs, ...) -> [B]`; conditional
         models (with `num_classes`) get `labels=batch["label"]`.
-      batches: dicts with `"image"` `[B, *input_shape]` (and `"label"`).
+      batches: dicts with `"x"` `[B, *input_shape]` (and `"label"`).
       num_samples: importance samples for models that take `num_samples`.
       seed: seeds the estimator's randomness (batch i uses fold_in(seed, i)).
 
@@ -55,9 +55,9 @@ def evaluate_likelihood(
     def per_example(state, batch, key):
         m = nnx.merge(graphdef, state, copy=True)
         cond = {"labels": batch["label"]} if conditional else {}
-        out = {"log_prob": m.log_prob(batch["image"], rngs=nnx.Rngs(key), **kwargs, **cond)}
+        out = {"log_prob": m.log_prob(batch["x"], rngs=nnx.Rngs(key), **kwargs, **cond)}
         if has_elbo:
-            out["elbo"] = m.elbo(batch["image"], rngs=nnx.Rngs(jax.random.fold_in(key, 1)), **cond)
+            out["elbo"] = m.elbo(batch["x"], rngs=nnx.Rngs(jax.random.fold_in(key, 1)), **cond)
         return out
 
     key = jax.random.PRNGKey(seed)
@@ -67,8 +67,8 @@ def evaluate_likelihood(
         values = jax.device_get(per_example(state, batch, jax.random.fold_in(key, i)))
         for name, v in values.items():
             sums[name] = sums.get(name, 0.0) + float(np.sum(v, dtype=np.float64))
-        count += int(batch["image"].shape[0])
-        dims = int(np.prod(batch["image"].shape[1:]))
+        count += int(batch["x"].shape[0])
+        dims = int(np.prod(batch["x"].shape[1:]))
     if count == 0:
         raise ValueError("evaluate_likelihood got no batches")
     result = {"num_examples": count, "nll": -sums["log_prob"] / count}

@@ -32,7 +32,7 @@ class LikelihoodTest(absltest.TestCase):
         x = (rng.random((7, 2, 2, 1)) < 0.5).astype(np.float32)
         p = 1.0 / (1.0 + np.exp(-logits))
         expected = -np.mean(np.sum(x * np.log(p) + (1 - x) * np.log1p(-p), axis=(1, 2, 3)))
-        batches = [{"image": x[:4]}, {"image": x[4:]}]
+        batches = [{"x": x[:4]}, {"x": x[4:]}]
         result = evaluate_likelihood(_FactorisedBernoulli(logits), batches)
         self.assertEqual(result["num_examples"], 7)
         np.testing.assert_allclose(result["nll"], expected, rtol=1e-5)

@@ -151,7 +151,7 @@ class GuideTest(parameterized.TestCase):
         model = _run(GUIDE_SNIPPETS["vae"])["model"]
         x = jnp.full((2, 28, 28, 1), 0.5)
         outputs = model(x, rngs=nnx.Rngs(1))
-        losses = model.loss_fn({"image": x}, outputs)
+        losses = model.loss_fn({"x": x}, outputs)
         self.assertTrue(jnp.isfinite(losses["loss"]))
         self.assertEqual(model.generate(n_samples=3, rngs=nnx.Rngs(2)).shape, (3, 28, 28, 1))
 
@@ -173,7 +173,7 @@ class GuideTest(parameterized.TestCase):
         # Two Fashion-MNIST-shaped images on the 8-bit grid, the pipeline's format.
         x = jnp.round(jax.random.uniform(jax.random.PRNGKey(0), (2, 28, 28, 1)) * 255) / 255
         outputs = model(x, rngs=nnx.Rngs(1))
-        losses = model.loss_fn({"image": x}, outputs)
+        losses = model.loss_fn({"x": x}, outputs)
         self.assertTrue(jnp.isfinite(losses["loss"]), f"{family}: loss {losses['loss']}")
         if isinstance(model, protocols.LikelihoodModel):
             log_p = model.log_prob(x, rngs=nnx.Rngs(2), num_samples=4)

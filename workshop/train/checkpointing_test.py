@@ -35,7 +35,7 @@ def _state(din=3, dout=2, seed=0):
 class CheckpointingTest(absltest.TestCase):
     def test_round_trip_is_exact(self):
         trainer, state = _state()
-        state, _ = trainer.train_step(state, {"image": np.ones((4, 3), np.float32)})
+        state, _ = trainer.train_step(state, {"x": np.ones((4, 3), np.float32)})
         ckpt = Checkpointer(self.create_tempdir().full_path)
         ckpt.save(state, metadata={"data_step": 1, "note": "x"})
         ckpt.wait()
@@ -51,7 +51,7 @@ class CheckpointingTest(absltest.TestCase):
         trainer, state = _state()
         ckpt = Checkpointer(self.create_tempdir().full_path, max_to_keep=2)
         for _ in range(3):
-            state, _ = trainer.train_step(state, {"image": np.ones((4, 3), np.float32)})
+            state, _ = trainer.train_step(state, {"x": np.ones((4, 3), np.float32)})
             ckpt.save(state)
             ckpt.wait()
         self.assertEqual(ckpt.all_steps(), [2, 3])

@@ -26,11 +26,11 @@ class ConfigsTest(parameterized.TestCase):
         n = 4 * getattr(model, "n_critic", 1)
         rng = np.random.default_rng(0)
         batch = {
-            "image": rng.random((n, *cfg.model.input_shape)).astype(np.float32),
+            "x": rng.random((n, *cfg.model.input_shape)).astype(np.float32),
             "label": rng.integers(0, 10, n).astype(np.int32),
         }
         if cfg.data.binarize != "none":
-            batch["image"] = (batch["image"] > 0.5).astype(np.float32)
+            batch["x"] = (batch["x"] > 0.5).astype(np.float32)
         state, metrics = trainer.train_step(trainer.init_state(), batch)
         self.assertEqual(int(state.step), 1)
         for key in ("d_loss", "g_loss") if cfg.model.family == "gan" else ("loss",):

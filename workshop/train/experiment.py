@@ -117,12 +117,12 @@ def load_experiment_config(workdir: str | pathlib.Path) -> ExperimentConfig:
 
 
 def data_source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
-    """The arrays of the configured dataset's split: `{"image": [N, ...], "label": int32 [N]}`."""
+    """The arrays of the configured dataset's split: `{"x": [N, ...], "label": int32 [N]}`."""
     if data.dataset in TOY_DATASETS:
         dataset = load_toy_dataset(data.dataset, train=train)
     else:
         dataset = load_image_dataset(data.dataset, root=data.data_dir, train=train)
-    return {"image": dataset.images, "label": dataset.labels}
+    return {"x": dataset.images, "label": dataset.labels}
 
 
 def _train_batches(cfg: ExperimentConfig, source, start_step: int) -> BatchPipeline:

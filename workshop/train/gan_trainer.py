@@ -160,7 +160,7 @@ class GANTrainer(Trainer):
 
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
-        real = jnp.asarray(batch["image"], jnp.float32)
+        real = jnp.asarray(batch["x"], jnp.float32)
         if real.shape[0] % self.n_critic:
             raise ValueError(f"a GAN step with n_critic={self.n_critic} needs a batch of n_critic * m examples; "
                              f"got {real.shape[0]} (set data.batch_size to a multiple of {self.n_critic})")
@@ -204,7 +204,7 @@ class GANTrainer(Trainer):
     # ------------------------------------------------------ eval and sampling
     def _eval_step(self, g_params, d_params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         model = self._model(g_params, d_params, rest, graphdef=self.eval_graphdef)
-        real = jnp.asarray(batch["image"], jnp.float32)
+        real = jnp.asarray(batch["x"], jnp.float32)
         labels = jnp.asarray(batch["label"], jnp.int32) if self.conditional else None
         fake = model.generator(jax.random.normal(key, (real.shape[0], self.latent_dim)), labels)
         d_real, d_fake = model.discriminator(real, labels), model.discriminator(fake, labels)
@@ -223,7 +223,7 @@ class GANTrainer(Trainer):
         totals: dict[str, float] = {}
         count = 0
         for i, batch in enumerate(batches):
-            n = int(batch["image"].shape[0])
+            n = int(batch["x"].shape[0])
             metrics = jax.device_get(self.eval_step(g, d, state.rest, batch, jax.random.fold_in(key, i)))
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * n

@@ -35,7 +35,7 @@ def _ring_batches(batch_size, seed=0):
     rng = np.random.default_rng(seed)
     while True:
         idx = rng.integers(0, len(x), batch_size)
-        yield {"image": x[idx], "label": labels[idx]}
+        yield {"x": x[idx], "label": labels[idx]}
 
 
 def samples_near_modes(samples: np.ndarray, modes: np.ndarray, radius: float) -> np.ndarray:

@@ -29,7 +29,7 @@ class RealDataTest(absltest.TestCase):
             if os.environ.get("WORKSHOP_REQUIRE_REAL_DATA"):
                 raise
             self.skipTest(f"Fashion-MNIST not installed: {err}")
-        source = {"image": dataset.images[:4096], "label": dataset.labels[:4096]}
+        source = {"x": dataset.images[:4096], "label": dataset.labels[:4096]}
         batches = iter(BatchPipeline(source, batch_size=64, seed=0, shuffle=True, drop_remainder=True,
                                      binarize="dynamic", prefetch=0))
         model = create_model(

@@ -127,7 +127,7 @@ class Trainer:
 
         def loss_fn(params):
             model = nnx.merge(self.graphdef, params, state.rest, copy=True)
-            outputs = model(batch["image"], rngs=nnx.Rngs(key), **conditioning)
+            outputs = model(batch["x"], rngs=nnx.Rngs(key), **conditioning)
             metrics = model.loss_fn(batch, outputs)
             _, new_rest = nnx.split(model, nnx.Param, ...)[1:]
             return metrics["loss"], (metrics, new_rest)
@@ -149,7 +149,7 @@ class Trainer:
 
     def _eval_step(self, params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         model = nnx.merge(self.eval_graphdef, params, rest, copy=True)
-        outputs = model(batch["image"], rngs=nnx.Rngs(key), **_conditioning(self.conditional, batch))
+        outputs = model(batch["x"], rngs=nnx.Rngs(key), **_conditioning(self.conditional, batch))
         return model.loss_fn(batch, outputs)
 
     def _generate_impl(self, params, rest, key, labels, *, n_samples: int) -> jax.Array:
@@ -173,7 +173,7 @@ class Trainer:
         totals: dict[str, float] = {}
         count = 0
         for i, batch in enumerate(batches):
-            n = int(batch["image"].shape[0])
+            n = int(batch["x"].shape[0])
             metrics = jax.device_get(self.eval_step(params, state.rest, batch, jax.random.fold_in(key, i)))
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * n

@@ -46,7 +46,7 @@ class _Labelled(_NoisyGaussian):
 def _batches(seed=0, dim=3, batch=8):
     rng = np.random.default_rng(seed)
     while True:
-        yield {"image": rng.normal(2.0, 1.0, (batch, dim)).astype(np.float32),
+        yield {"x": rng.normal(2.0, 1.0, (batch, dim)).astype(np.float32),
                "label": rng.integers(0, 3, batch).astype(np.int32)}
 
 
@@ -125,7 +125,7 @@ class TrainerTest(parameterized.TestCase):
         def poisoned():
             for i, batch in enumerate(_batches()):
                 if i == 3:
-                    batch["image"][0, 0] = np.nan
+                    batch["x"][0, 0] = np.nan
                 yield batch
 
         with self.assertRaisesRegex(NonFiniteLossError, "'loss' became nan at step 4"):
@@ -141,8 +141,8 @@ class TrainerTest(parameterized.TestCase):
         trainer = Trainer(_NoisyGaussian(2, rngs=nnx.Rngs(0)), _config(ema_decay=None))
         state = trainer.init_state()
         mean = np.asarray(state.params["mean"][...])
-        a = {"image": np.tile(mean + 1.0, (3, 1)).astype(np.float32)}  # loss 1.0 each (plus tiny noise)
-        b = {"image": np.tile(mean + 3.0, (1, 1)).astype(np.float32)}  # loss 9.0
+        a = {"x": np.tile(mean + 1.0, (3, 1)).astype(np.float32)}  # loss 1.0 each (plus tiny noise)
+        b = {"x": np.tile(mean + 3.0, (1, 1)).astype(np.float32)}  # loss 9.0
         logs = trainer.evaluate(state, [a, b])
         np.testing.assert_allclose(logs["loss"], (3 * 1.0 + 9.0) / 4, rtol=1e-2)
 

@@ -13,8 +13,8 @@ The standard test beds of density estimation and adversarial training:
 
 Every dataset is a pure function of (`name`, `num_examples`, `seed`), so a
 "test split" is the same call with another seed. The arrays are float32
-`[N, 2]` under the key "image" of the training pipeline (the trainer's key for
-the data array, whatever its rank) and int32 labels `[N]`.
+`[N, 2]` (examples under the key "image", like the image datasets; the
+training pipeline's model input "x") and int32 labels `[N]`.
 """
 
 from __future__ import annotations

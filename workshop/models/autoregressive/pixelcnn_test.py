@@ -59,7 +59,7 @@ class PixelCNNTest(parameterized.TestCase):
         model.head_out.conv.bias[...] = jnp.zeros_like(model.head_out.conv.bias[...])
         x = _images((28, 28, 1), n=3)
         np.testing.assert_allclose(model.log_prob(x, num_samples=10), -784 * math.log(256), rtol=1e-6)
-        metrics = model.loss_fn({"image": x}, model(x))
+        metrics = model.loss_fn({"x": x}, model(x))
         np.testing.assert_allclose(metrics["nll_bits_per_dim"], 8.0, rtol=1e-6)
 
     def test_logistic_mixture_is_normalised(self):

@@ -84,7 +84,7 @@ class TransformerTest(parameterized.TestCase):
         out = model(images)
         self.assertEqual(out["logits"].shape, (2, 6, 4))
         np.testing.assert_array_equal(out["tokens"], np.round(images * 3).reshape(2, 6))
-        metrics = model.loss_fn({"image": images}, out)
+        metrics = model.loss_fn({"x": images}, out)
         np.testing.assert_allclose(metrics["nll_bits_per_dim"], -model.log_prob(images).mean() / (6 * math.log(2)),
                                    rtol=1e-5)
         # Every one of the 4^6 images: the probabilities sum to one.

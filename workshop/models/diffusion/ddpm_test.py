@@ -39,7 +39,7 @@ class DDPMTest(absltest.TestCase):
         x = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1))
         out = model(x, rngs=nnx.Rngs(1))
         self.assertTrue(bool(jnp.all(out["prediction"] == 0.0)))  # zero-initialised head
-        metrics = model.loss_fn({"image": x}, out)
+        metrics = model.loss_fn({"x": x}, out)
         err = jnp.mean(jnp.square(out["target"]), axis=(1, 2, 3))
         np.testing.assert_allclose(metrics["loss"], jnp.mean(out["weight"] * err), rtol=1e-6)
         alpha, sigma = model.schedule.alpha_sigma(out["t"])
@@ -138,7 +138,7 @@ class DDPMTest(absltest.TestCase):
         def step(params, opt_state, x, key):
             def loss_fn(p):
                 m = nnx.merge(graphdef, p, rest)
-                return m.loss_fn({"image": x}, m(x, rngs=nnx.Rngs(key)))["loss"]
+                return m.loss_fn({"x": x}, m(x, rngs=nnx.Rngs(key)))["loss"]
 
             loss, grads = jax.value_and_grad(loss_fn)(params)
             updates, opt_state = tx.update(grads, opt_state, params)

@@ -89,7 +89,7 @@ class ObjectiveTest(absltest.TestCase):
         def through_model(params):
             m = nnx.merge(graphdef, params, rest, copy=True)
             outputs = m(x, rngs=nnx.Rngs(3))
-            return m.loss_fn({"image": x}, outputs)["loss"], outputs["samples"]
+            return m.loss_fn({"x": x}, outputs)["loss"], outputs["samples"]
 
         (_, x_neg), grads = jax.jit(jax.value_and_grad(through_model, has_aux=True))(params)
 
@@ -113,7 +113,7 @@ class ObjectiveTest(absltest.TestCase):
         eps = np.asarray(chain_normal(nnx.Rngs(4).sample(), x.shape))
         residual = eps - sigma * (w + (np.asarray(x) + sigma * eps) / s**2)
         np.testing.assert_allclose(out["dsm_loss"], 0.5 * (residual**2).sum(1), rtol=1e-5)
-        metrics = model.loss_fn({"image": x}, out)
+        metrics = model.loss_fn({"x": x}, out)
         self.assertAlmostEqual(float(metrics["loss"]), float(np.mean(0.5 * (residual**2).sum(1))), places=5)
 
 
@@ -135,7 +135,7 @@ class ReplayBufferTest(absltest.TestCase):
         cfg = _config()
         training = TrainingConfiguration(num_steps=10, ema_decay=0.9)
         data = sample_toy("eight_gaussians", 64)[0]
-        batches = [{"image": data[i * 16:(i + 1) * 16], "label": np.zeros(16, np.int32)} for i in range(4)]
+        batches = [{"x": data[i * 16:(i + 1) * 16], "label": np.zeros(16, np.int32)} for i in range(4)]
         trainer = Trainer(EBM(cfg, rngs=nnx.Rngs(0)), training)
         state = trainer.init_state()
         for batch in batches[:2]:
@@ -165,7 +165,7 @@ class DivergenceTest(absltest.TestCase):
                                          optimizer=dict(learning_rate=0.5))
         trainer = Trainer(EBM(cfg, rngs=nnx.Rngs(0)), training)
         data = sample_toy("eight_gaussians", 16 * 200)[0]
-        batches = ({"image": data[i * 16:(i + 1) * 16], "label": np.zeros(16, np.int32)} for i in range(200))
+        batches = ({"x": data[i * 16:(i + 1) * 16], "label": np.zeros(16, np.int32)} for i in range(200))
         with self.assertRaisesRegex(NonFiniteLossError, r"metric 'energy_abs_max' became inf at step \d+"):
             trainer.fit(trainer.init_state(), batches)
 
@@ -217,7 +217,7 @@ class TrainingTest(absltest.TestCase):
             def on_log(self, trainer, step, values):
                 logs.append(values)
 
-        batches = ({"image": data[rng.integers(0, len(data), 128)], "label": np.zeros(128, np.int32)}
+        batches = ({"x": data[rng.integers(0, len(data), 128)], "label": np.zeros(128, np.int32)}
                    for _ in range(600))
         state = trainer.fit(trainer.init_state(), batches, callbacks=[Record()])
         # Data gets lower energy than the chains, and the energies stay bounded.

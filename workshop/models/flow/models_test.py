@@ -113,7 +113,7 @@ class ModelTest(parameterized.TestCase):
         expected = jnp.sum(-0.5 * h**2, axis=(1, 2, 3)) - 0.5 * d * math.log(2 * math.pi) + log_det - d * math.log(256)
         np.testing.assert_allclose(logit.log_prob(x), expected, rtol=1e-5)
         outputs = logit(x, rngs=nnx.Rngs(0))
-        metrics = logit.loss_fn({"image": x}, outputs)
+        metrics = logit.loss_fn({"x": x}, outputs)
         np.testing.assert_allclose(metrics["nll_bits_per_dim"], metrics["loss"] / (d * math.log(2)), rtol=1e-6)
         # Averaging K dequantisation draws inside the log is a tighter bound than one draw on average.
         several = logit.log_prob(x, rngs=nnx.Rngs(1), num_samples=8)
@@ -179,14 +179,14 @@ class TrainingTest(absltest.TestCase):
         state = trainer.init_state()
         rng = np.random.default_rng(0)
         for _ in range(400):
-            batch = {"image": (mean + std * rng.standard_normal((256, 2))).astype(np.float32)}
+            batch = {"x": (mean + std * rng.standard_normal((256, 2))).astype(np.float32)}
             state, _ = trainer.train_step(state, batch)
         test = (mean + std * rng.standard_normal((4000, 2))).astype(np.float32)
         nll = -float(jnp.mean(trainer.model_from_state(state).log_prob(test)))
         analytic = float(np.sum(0.5 * np.log(2 * np.pi * np.e * std**2)))
         self.assertAlmostEqual(nll, analytic, delta=0.05)
         # A NaN in a batch is reported with its step, not propagated silently.
-        bad = {"image": np.full((256, 2), np.nan, np.float32)}
+        bad = {"x": np.full((256, 2), np.nan, np.float32)}
         trainer.config = trainer.config.model_copy(update={"num_steps": 401, "log_every": 1})
         with self.assertRaisesRegex(NonFiniteLossError, "step 401"):
             trainer.fit(state, iter([bad]))
@@ -195,7 +195,7 @@ class TrainingTest(absltest.TestCase):
         model = _model("glow", (4, 4, 1))
         trainer = Trainer(model, TrainingConfiguration(num_steps=2, progress_bar=False, tensorboard=False))
         state = trainer.init_state()
-        batch = {"image": np.asarray(_data((4, 4, 1), n=8))}
+        batch = {"x": np.asarray(_data((4, 4, 1), n=8))}
         state, metrics = trainer.train_step(state, batch)
         flags = [v for path, v in jax.tree_util.tree_leaves_with_path(state.rest) if "initialized" in str(path)]
         self.assertTrue(flags and all(bool(jnp.all(f)) for f in flags))

@@ -64,7 +64,7 @@ class RecipeTest(parameterized.TestCase):
         model = _vector_gan("lsgan")
         x = jnp.array([[2.0, 0.0], [0.0, -2.0], [1.0, 1.0]])
         out = model(x, rngs=nnx.Rngs(3))
-        metrics = model.loss_fn({"image": x}, out)
+        metrics = model.loss_fn({"x": x}, out)
         np.testing.assert_allclose(out["real_scores"], model.discriminate(x), rtol=1e-6)
         np.testing.assert_allclose(
             metrics["d_loss"], jnp.mean(losses.least_squares_discriminator_loss(out["real_scores"], out["fake_scores"])),

@@ -160,7 +160,7 @@ class VAE(nnx.Module):
           `elbo` = -(reconstruction_loss + kl), the unweighted ELBO in nats (for
           "mse" the same expression, which is not a likelihood bound).
         """
-        recon = likelihoods.reconstruction_loss(self.reconstruction, outputs["decoder_params"], batch["image"],
+        recon = likelihoods.reconstruction_loss(self.reconstruction, outputs["decoder_params"], batch["x"],
                                                 decoder_std=self.decoder_std)
         kl = losses.kl_standard_normal(outputs["mean"], outputs["logvar"])
         return {

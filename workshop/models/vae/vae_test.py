@@ -66,7 +66,7 @@ class LinearGaussianTest(absltest.TestCase):
     def test_analytic_kl_elbo_matches_in_expectation(self):
         # loss_fn's ELBO uses the closed-form KL: unbiased, but not zero-variance.
         x = jnp.repeat(self.x[2:3], 4000, axis=0)
-        metrics = self.model.loss_fn({"image": x}, self.model(x, rngs=nnx.Rngs(0)))
+        metrics = self.model.loss_fn({"x": x}, self.model(x, rngs=nnx.Rngs(0)))
         self.assertAlmostEqual(float(metrics["elbo"]), float(self.expected[2]), delta=0.05)
 
     def test_a_worse_encoder_gives_a_lower_bound(self):
@@ -80,7 +80,7 @@ class VAELossTest(parameterized.TestCase):
         model = VAE(_config(parameters={"beta": 2.0, "kl_weight": 0.5}), rngs=nnx.Rngs(0))
         x = _binary(jax.random.PRNGKey(1), (5, 6))
         out = model(x, rngs=nnx.Rngs(2))
-        metrics = model.loss_fn({"image": x}, out)
+        metrics = model.loss_fn({"x": x}, out)
         mean, logvar = np.asarray(out["mean"], np.float64), np.asarray(out["logvar"], np.float64)
         kl = 0.5 * np.sum(np.exp(logvar) + mean**2 - 1.0 - logvar, axis=1)
         logits = np.asarray(out["decoder_params"][..., 0], np.float64)
@@ -98,7 +98,7 @@ class VAELossTest(parameterized.TestCase):
         model = VAE(_config(input_shape=(8, 8, 1), encoder_features=[4, 4], decoder_features=[4, 4],
                             parameters={"reconstruction_loss": kind}), rngs=nnx.Rngs(0))
         x = jnp.round(jax.random.uniform(jax.random.PRNGKey(0), (3, 8, 8, 1)) * 255) / 255
-        grads = nnx.jit(nnx.grad(lambda m: m.loss_fn({"image": x}, m(x, rngs=nnx.Rngs(1)))["loss"]))(model)
+        grads = nnx.jit(nnx.grad(lambda m: m.loss_fn({"x": x}, m(x, rngs=nnx.Rngs(1)))["loss"]))(model)
         self.assertTrue(all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)))
         self.assertGreater(sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads)), 0.0)
         samples = model.generate(n_samples=3, rngs=nnx.Rngs(2))
@@ -114,7 +114,7 @@ class VAELossTest(parameterized.TestCase):
             model.elbo(x, rngs=nnx.Rngs(0))
         out = model(x, rngs=nnx.Rngs(1))
         sse = np.sum(np.asarray(out["decoder_params"][..., 0]) ** 2, axis=1).mean()
-        np.testing.assert_allclose(model.loss_fn({"image": x}, out)["reconstruction_loss"], sse, rtol=1e-5)
+        np.testing.assert_allclose(model.loss_fn({"x": x}, out)["reconstruction_loss"], sse, rtol=1e-5)
 
 
 class IWAETest(absltest.TestCase):
@@ -144,7 +144,7 @@ class IWAETest(absltest.TestCase):
         # ... and, in expectation, the closed-form-KL ELBO of loss_fn.
         x = jnp.repeat(self.x[:1], 4000, axis=0)
         sampled = self.model.elbo(x, rngs=nnx.Rngs(5))
-        analytic = self.model.loss_fn({"image": x}, self.model(x, rngs=nnx.Rngs(6)))["elbo"]
+        analytic = self.model.loss_fn({"x": x}, self.model(x, rngs=nnx.Rngs(6)))["elbo"]
         stderr = float(jnp.std(sampled)) / math.sqrt(x.shape[0])
         self.assertAlmostEqual(float(sampled.mean()), float(analytic), delta=4 * stderr + 0.02)
 
@@ -221,7 +221,7 @@ class CVAETest(absltest.TestCase):
     def test_likelihood_and_loss_with_labels(self):
         x = _binary(jax.random.PRNGKey(1), (2, 6))
         labels = jnp.array([0, 2])
-        metrics = self.model.loss_fn({"image": x, "label": labels}, self.model(x, rngs=nnx.Rngs(0), labels=labels))
+        metrics = self.model.loss_fn({"x": x, "label": labels}, self.model(x, rngs=nnx.Rngs(0), labels=labels))
         self.assertTrue(bool(jnp.isfinite(metrics["loss"])))
         iwae = self.model.log_prob(x, rngs=nnx.Rngs(0), num_samples=5, labels=labels)
         self.assertEqual(iwae.shape, (2,))
@@ -277,10 +277,10 @@ class JitAndPrecisionTest(parameterized.TestCase):
         @jax.jit
         def loss(params, rest, x, key):
             m = nnx.merge(graphdef, params, rest)
-            return m.loss_fn({"image": x}, m(x, rngs=nnx.Rngs(key), **kw))
+            return m.loss_fn({"x": x}, m(x, rngs=nnx.Rngs(key), **kw))
 
         key = jax.random.PRNGKey(3)
-        eager = model.loss_fn({"image": x}, model(x, rngs=nnx.Rngs(key), **kw))
+        eager = model.loss_fn({"x": x}, model(x, rngs=nnx.Rngs(key), **kw))
         jitted = loss(params, rest, x, key)
         for name in ("loss", "reconstruction_loss", "kl", "elbo"):
             np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-5, err_msg=name)
@@ -299,7 +299,7 @@ class JitAndPrecisionTest(parameterized.TestCase):
         x = _binary(jax.random.PRNGKey(0), (2, 8, 8, 1))
         out = model(x, rngs=nnx.Rngs(1))
         self.assertEqual(out["decoder_params"].dtype, jnp.float32)
-        metrics = model.loss_fn({"image": x}, out)
+        metrics = model.loss_fn({"x": x}, out)
         self.assertEqual(metrics["loss"].dtype, jnp.float32)
         self.assertTrue(bool(jnp.isfinite(metrics["loss"])))
         # The layers really compute in bf16.

@@ -155,7 +155,7 @@ class VQVAE(nnx.Module):
         """Batch means: `loss` = reconstruction_loss + vq loss; `kl` = num_latents * log K
         (uniform prior); `elbo` = -reconstruction_loss - kl; `codebook_loss`,
         `commitment_loss` and the codebook `perplexity`."""
-        recon = likelihoods.reconstruction_loss(self.reconstruction, outputs["decoder_params"], batch["image"],
+        recon = likelihoods.reconstruction_loss(self.reconstruction, outputs["decoder_params"], batch["x"],
                                                 decoder_std=self.decoder_std)
         kl = jnp.float32(self._log_prior())
         return {

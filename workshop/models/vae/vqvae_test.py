@@ -35,7 +35,7 @@ class VQVAETest(parameterized.TestCase):
         out = model(x)
         self.assertEqual(out["quantized"].shape, (3, 2, 2, 3))
         self.assertEqual(out["indices"].shape, (3, 2, 2))
-        metrics = model.loss_fn({"image": x}, out)
+        metrics = model.loss_fn({"x": x}, out)
         recon = -likelihoods.log_likelihood("discretized_logistic", out["decoder_params"], x, decoder_std=0.1)
         kl = 4 * math.log(16)
         np.testing.assert_allclose(metrics["kl"], kl, rtol=1e-6)
@@ -79,9 +79,9 @@ class VQVAETest(parameterized.TestCase):
         learned = VQVAE(_config(parameters={"num_embeddings": 16, "ema_decay": None}), rngs=nnx.Rngs(0))
         self.assertIn("codebook", nnx.state(learned, nnx.Param)["quantizer"])
         x = _images(jax.random.PRNGKey(3))
-        grads = nnx.grad(lambda m: m.loss_fn({"image": x}, m(x))["loss"])(learned)
+        grads = nnx.grad(lambda m: m.loss_fn({"x": x}, m(x))["loss"])(learned)
         self.assertGreater(float(jnp.abs(grads["quantizer"]["codebook"][...]).sum()), 0.0)
-        metrics = learned.loss_fn({"image": x}, learned(x))
+        metrics = learned.loss_fn({"x": x}, learned(x))
         np.testing.assert_allclose(
             metrics["loss"],
             metrics["reconstruction_loss"] + metrics["codebook_loss"] + 0.25 * metrics["commitment_loss"],
@@ -98,11 +98,11 @@ class VQVAETest(parameterized.TestCase):
         @jax.jit
         def step(params, rest, x):
             m = nnx.merge(graphdef, params, rest, copy=True)
-            metrics = m.loss_fn({"image": x}, m(x, rngs=nnx.Rngs(0)))
+            metrics = m.loss_fn({"x": x}, m(x, rngs=nnx.Rngs(0)))
             return metrics, nnx.split(m, nnx.Param, ...)[2]
 
         metrics, new_rest = step(params, rest, x)
-        eager = model.loss_fn({"image": x}, model(x, rngs=nnx.Rngs(0)))
+        eager = model.loss_fn({"x": x}, model(x, rngs=nnx.Rngs(0)))
         for name in ("loss", "reconstruction_loss", "commitment_loss", "perplexity"):
             np.testing.assert_allclose(metrics[name], eager[name], rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(new_rest["quantizer"]["codebook"][...], model.quantizer.codebook[...], rtol=1e-5)
@@ -170,7 +170,7 @@ class VQVAETest(parameterized.TestCase):
         for leaf in jax.tree.leaves(nnx.state(model, (nnx.Param, CodebookEMA))):
             self.assertEqual(leaf.dtype, jnp.float32)
         x = _images(jax.random.PRNGKey(6))
-        metrics = model.loss_fn({"image": x}, model(x))
+        metrics = model.loss_fn({"x": x}, model(x))
         self.assertEqual(metrics["loss"].dtype, jnp.float32)
         self.assertTrue(bool(jnp.isfinite(metrics["loss"])))
         self.assertEqual(model.encoder(x).dtype, jnp.bfloat16)
