@@ -192,19 +192,67 @@ class TrainingConfiguration(_Configuration):
 class DataConfiguration(_Configuration):
     """Which dataset, where its files are, and how batches are made.
 
-    `binarize`: "none" keeps grey levels in [0, 1]; "dynamic" draws a fresh
-    Bernoulli sample of each image every epoch (Salakhutdinov & Murray 2008),
-    the usual training set-up for Bernoulli decoders; "fixed" binarizes once
-    with a seed (for evaluation sets). The 2-D toy densities of
-    `workshop.data.datasets.toy` are generated, so `data_dir` does not apply.
+    Images: "fashion_mnist" (the default; Debian's dataset-fashion-mnist),
+    "mnist", "cifar10", "cifar100" (official test splits). `binarize`: "none"
+    keeps grey levels in [0, 1]; "dynamic" draws a fresh Bernoulli sample of
+    each image every epoch (Salakhutdinov & Murray 2008), the usual training
+    set-up for Bernoulli decoders; "fixed" binarizes once with a seed (for
+    evaluation sets).
+
+    Vectors: the 2-D toy densities of `workshop.data.datasets.toy` are
+    generated, so `data_dir` does not apply.
+
+    Other modalities read `data_dir` (see `workshop.data.sources`), and
+    `sequence_length` sets the length of one example:
+
+    * "text" (every `*.txt` file under `data_dir`, or one file) and
+      "wikipedia" (a `pages-articles*.xml[.bz2]` dump or WikiExtractor JSON):
+      byte-level BPE ids with `vocab_size` entries, packed into rows of
+      `sequence_length`; the tokenizer is read from `tokenizer_path` when that
+      file exists, else trained on the corpus and saved there;
+    * "librispeech" (`subset` for training, `test_subset` for evaluation) and
+      "audio_folder" (WAV/FLAC/OGG files): clips resampled to `sample_rate`,
+      cut into crops of `sequence_length` samples, mu-law coded with
+      `quantization_channels` levels (None keeps float waveforms);
+    * "protein" (PDB/mmCIF files, gzipped too): CA coordinates of each chain,
+      `[sequence_length, 3]` in Angstrom, centred, padded with a mask.
+
+    Datasets without an official test split ("text", "wikipedia",
+    "audio_folder", "protein") hold out their last `test_fraction` of
+    documents, files or chains. `skip_bad_files` leaves unreadable files out
+    (counted in the log) instead of stopping.
     """
 
     dataset: Literal[
-        "fashion_mnist", "mnist", "cifar10", "cifar100", "two_moons", "eight_gaussians", "checkerboard", "pinwheel"
-    ] = "fashion_mnist"
+        "fashion_mnist", "mnist", "cifar10", "cifar100",
+        "two_moons", "eight_gaussians", "checkerboard", "pinwheel",
+        "text", "wikipedia", "librispeech", "audio_folder", "protein",
+    ] = "fashion_mnist"  # fmt: skip
     data_dir: str | None = None
     batch_size: PositiveInt = 128
     eval_batch_size: PositiveInt = 500
     shuffle_seed: int = 0
     binarize: Literal["none", "dynamic", "fixed"] = "none"
     prefetch: NonNegativeInt = 2
+    sequence_length: PositiveInt | None = None
+    vocab_size: PositiveInt = 8192
+    tokenizer_path: str | None = None
+    sample_rate: PositiveInt = 16000
+    quantization_channels: PositiveInt | None = 256
+    subset: str = "train-clean-100"
+    test_subset: str = "test-clean"
+    test_fraction: float = Field(default=0.05, gt=0.0, lt=1.0)
+    skip_bad_files: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _modality_fields(self) -> "DataConfiguration":
+        needs_files = {"text", "wikipedia", "librispeech", "audio_folder", "protein"}
+        if self.dataset in needs_files and self.data_dir is None:
+            raise ValueError(f"data.dataset {self.dataset!r} reads local files: set data.data_dir (or --data_dir)")
+        if self.dataset in needs_files - {"protein"} and self.sequence_length is None:
+            raise ValueError(
+                f"data.dataset {self.dataset!r} needs data.sequence_length (tokens per row or samples per crop)"
+            )
+        if self.binarize != "none" and self.dataset in needs_files:
+            raise ValueError(f"data.binarize={self.binarize!r} applies to grey-level images, not {self.dataset!r}")
+        return self

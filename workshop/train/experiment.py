@@ -29,8 +29,7 @@ import ml_collections
 from flax import nnx
 
 from workshop.core.configuration import DataConfiguration, ModelConfiguration, TrainingConfiguration
-from workshop.data.datasets.image import load_image_dataset
-from workshop.data.datasets.toy import TOY_DATASETS, load_toy_dataset
+from workshop.data import sources
 from workshop.data.pipeline import BatchPipeline
 from workshop.eval.likelihood import evaluate_likelihood
 from workshop.models.factories import create_model
@@ -117,12 +116,8 @@ def load_experiment_config(workdir: str | pathlib.Path) -> ExperimentConfig:
 
 
 def data_source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
-    """The arrays of the configured dataset's split: `{"x": [N, ...], "label": int32 [N]}`."""
-    if data.dataset in TOY_DATASETS:
-        dataset = load_toy_dataset(data.dataset, train=train)
-    else:
-        dataset = load_image_dataset(data.dataset, root=data.data_dir, train=train)
-    return {"x": dataset.images, "label": dataset.labels}
+    """The arrays of the configured dataset's split: `{"x": [N, ...], ...}` (see `workshop.data.sources`)."""
+    return sources.load_split(data, train=train)
 
 
 def _train_batches(cfg: ExperimentConfig, source, start_step: int) -> BatchPipeline:
@@ -203,6 +198,10 @@ def train_and_evaluate(
       The final state, the trainer, why training stopped early (or None), and
       the final test metrics (None when interrupted or disabled).
     """
+    if data_dir is not None and not isinstance(config, ExperimentConfig):
+        # Before validation: datasets read from files need data.data_dir.
+        raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+        config = {**raw, "data": {**raw.get("data", {}), "data_dir": data_dir}}
     cfg = config if isinstance(config, ExperimentConfig) else parse_config(config)
     if data_dir is not None:
         cfg = dataclasses.replace(cfg, data=cfg.data.model_copy(update={"data_dir": data_dir}))

@@ -1,0 +1,105 @@
+"""Tests of `load_split`: each modality's arrays, held-out splits and config errors."""
+
+import os
+import tempfile
+
+import numpy as np
+import pydantic
+import soundfile
+from absl.testing import absltest
+
+from workshop.core.configuration import DataConfiguration
+from workshop.data import sources
+from workshop.data.pipeline import BatchPipeline
+
+
+def _pdb_chain(path: str, num_residues: int, offset: float) -> None:
+    """A PDB file with one chain of ideal-ish backbone atoms (N, CA, C, O) along x."""
+    lines, serial = [], 1
+    for i in range(num_residues):
+        for name, dx in (("N", 0.0), ("CA", 1.46), ("C", 2.0), ("O", 2.5)):
+            x, y, z = 3.8 * i + dx + offset, 0.3 * (name == "O"), 0.0
+            lines.append(
+                f"ATOM  {serial:5d} {name:<4s} ALA A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           {name[0]}"
+            )
+            serial += 1
+    lines.append("END")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class LoadSplitTest(absltest.TestCase):
+
+    def test_text_rows_are_int32_ids_and_splits_are_disjoint(self):
+        root = self.create_tempdir().full_path
+        for i in range(20):
+            with open(os.path.join(root, f"doc{i:02d}.txt"), "w") as f:
+                f.write(f"Document number {i} says hello to the world. " * 20)
+        data = DataConfiguration(dataset="text", data_dir=root, sequence_length=16, vocab_size=300, test_fraction=0.1)
+        train, test = sources.load_split(data, train=True), sources.load_split(data, train=False)
+        self.assertEqual(train["x"].dtype, np.int32)
+        self.assertEqual(train["x"].shape[1], 16)
+        n = len(train["x"]) + len(test["x"])
+        self.assertEqual(len(test["x"]), int(np.ceil(0.1 * n)))
+        self.assertLess(train["x"].max(), 300)
+        batch = next(iter(BatchPipeline(train, batch_size=4, seed=0)))
+        self.assertEqual(batch["x"].dtype, np.int32)  # Ids are not cast to float.
+        rows = {tuple(row) for row in train["x"]}
+        self.assertTrue(all(tuple(row) in rows for row in batch["x"]))  # Whole rows, ids intact.
+        self.assertFalse(rows & {tuple(row) for row in test["x"]})
+
+    def test_audio_folder_is_split_by_file_and_mu_law_coded(self):
+        root = self.create_tempdir().full_path
+        rng = np.random.default_rng(0)
+        for i in range(4):
+            soundfile.write(os.path.join(root, f"clip{i}.wav"), rng.uniform(-0.5, 0.5, 8000 + 1000 * i), 8000)
+        data = DataConfiguration(dataset="audio_folder", data_dir=root, sequence_length=1000, sample_rate=8000,
+                                 test_fraction=0.25)
+        train, test = sources.load_split(data, train=True), sources.load_split(data, train=False)
+        self.assertEqual(train["x"].dtype, np.int32)
+        self.assertEqual(train["x"].shape[1:], (1000,))
+        # Files 0-2 (8, 9, 10 crops) train; file 3 (11 crops) is held out whole.
+        self.assertEqual((len(train["x"]), len(test["x"])), (27, 11))
+        self.assertTrue(((train["x"] >= 0) & (train["x"] < 256)).all())
+        waveform = sources.load_split(data.model_copy(update={"quantization_channels": None}), train=True)
+        self.assertEqual(waveform["x"].dtype, np.float32)
+
+    def test_protein_gives_ca_coordinates_with_a_mask(self):
+        root = self.create_tempdir().full_path
+        for i, length in enumerate((5, 7, 6)):
+            _pdb_chain(os.path.join(root, f"chain{i}.pdb"), length, offset=10.0 * i)
+        data = DataConfiguration(dataset="protein", data_dir=root, sequence_length=8, test_fraction=0.3)
+        train, test = sources.load_split(data, train=True), sources.load_split(data, train=False)
+        self.assertEqual(train["x"].shape, (2, 8, 3))
+        self.assertEqual(test["x"].shape, (1, 8, 3))
+        np.testing.assert_array_equal(train["mask"].sum(axis=1), [5, 7])
+        # Centred CA positions, consecutive CAs 3.8 A apart.
+        ca = train["x"][0, :5]
+        np.testing.assert_allclose(ca.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(np.linalg.norm(np.diff(ca, axis=0), axis=1), 3.8, atol=1e-3)
+        np.testing.assert_array_equal(train["x"][0, 5:], 0.0)
+
+    def test_file_datasets_need_a_folder_and_a_length(self):
+        with self.assertRaisesRegex(pydantic.ValidationError, r"'text' reads local files: set data.data_dir"):
+            DataConfiguration(dataset="text", sequence_length=8)
+        with self.assertRaisesRegex(pydantic.ValidationError, r"'librispeech' needs data.sequence_length"):
+            DataConfiguration(dataset="librispeech", data_dir="/tmp")
+        with self.assertRaisesRegex(pydantic.ValidationError, r"binarize='dynamic' applies to grey-level images"):
+            DataConfiguration(dataset="audio_folder", data_dir="/tmp", sequence_length=4, binarize="dynamic")
+
+    def test_a_missing_folder_names_it(self):
+        missing = os.path.join(tempfile.gettempdir(), "no-such-corpus-folder")
+        data = DataConfiguration(dataset="text", data_dir=missing, sequence_length=8)
+        with self.assertRaisesRegex(FileNotFoundError, "no-such-corpus-folder"):
+            sources.load_split(data, train=True)
+
+    def test_held_out_count(self):
+        self.assertEqual(sources.held_out_count(100, 0.05, what="rows"), 5)
+        self.assertEqual(sources.held_out_count(3, 0.01, what="rows"), 1)
+        self.assertEqual(sources.held_out_count(2, 0.9, what="rows"), 1)
+        with self.assertRaisesRegex(ValueError, "rows: 1 found"):
+            sources.held_out_count(1, 0.1, what="rows")
+
+
+if __name__ == "__main__":
+    absltest.main()
