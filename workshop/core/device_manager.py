@@ -10,6 +10,12 @@
   layers in `workshop.models.layers` compute in bfloat16 (or float16) and
   losses are computed in float32 (Micikevicius et al. 2018, arXiv:1710.03740).
   Layers read the policy when they are built (`get_precision_policy()`).
+* `precision_policy(name)`: the policy of a training configuration's
+  `precision` ("float32", "bfloat16", "float16"); `check_precision_supported`
+  refuses a compute dtype the platform lacks (bfloat16 on GPUs older than
+  Ampere, float16 on TPUs); `apply_compute_dtype` sets the compute dtype of
+  every Flax layer of an already-built model, which is how the trainer applies
+  a configuration's precision to its train step.
 """
 
 from __future__ import annotations
@@ -22,14 +28,19 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 __all__ = [
+    "PRECISIONS",
     "DeviceManager",
     "MemoryStrategy",
     "PrecisionPolicy",
+    "apply_compute_dtype",
+    "check_precision_supported",
     "configure_for_generative_models",
     "get_device_manager",
     "get_precision_policy",
+    "precision_policy",
     "set_precision_policy",
 ]
 
@@ -83,6 +94,81 @@ def set_precision_policy(policy: PrecisionPolicy) -> PrecisionPolicy:
     global _POLICY
     previous, _POLICY = _POLICY, policy
     return previous
+
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+# Ampere (sm_80) is the first NVIDIA generation with bfloat16 tensor-core math;
+# XLA emulates it on older GPUs at a fraction of float32 speed.
+_MIN_BF16_COMPUTE_CAPABILITY = (8, 0)
+
+
+def precision_policy(name: str) -> PrecisionPolicy:
+    """The policy of a `TrainingConfiguration.precision`: float32 parameters,
+    compute in `name`, float32 outputs.
+
+    Raises:
+      ValueError: `name` is not one of `PRECISIONS`.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"precision {name!r} is unknown; known: {', '.join(PRECISIONS)}")
+    return PrecisionPolicy(compute_dtype=jnp.dtype(name))
+
+
+def check_precision_supported(
+    policy: PrecisionPolicy, *, platform: str | None = None, compute_capability: str | None = None
+) -> None:
+    """Raises if the platform cannot compute in `policy.compute_dtype`.
+
+    Args:
+      policy: the policy to check.
+      platform: "cpu", "gpu" or "tpu"; default: JAX's default device's.
+      compute_capability: a GPU's "major.minor"; default: device 0's.
+
+    Raises:
+      ValueError: bfloat16 on a GPU before compute capability 8.0, or float16
+        on a TPU, naming the device and the precisions that would work.
+    """
+    dtype = jnp.dtype(policy.compute_dtype)
+    if platform is None:
+        device = jax.devices()[0]
+        platform = "gpu" if device.platform in ("gpu", "cuda", "rocm") else device.platform
+        if platform == "gpu" and compute_capability is None:
+            compute_capability = getattr(device, "compute_capability", None)
+    if platform == "gpu" and dtype == jnp.bfloat16 and compute_capability:
+        major, minor = (int(part) for part in str(compute_capability).split(".")[:2])
+        if (major, minor) < _MIN_BF16_COMPUTE_CAPABILITY:
+            raise ValueError(
+                f"training.precision='bfloat16' needs a GPU of compute capability 8.0 or newer (Ampere); this one "
+                f"is {compute_capability}. Use precision='float16' (with dynamic loss scaling) or 'float32'."
+            )
+    if platform == "tpu" and dtype == jnp.float16:
+        raise ValueError("training.precision='float16' is not supported on TPUs; use 'bfloat16' or 'float32'")
+
+
+def apply_compute_dtype(model: nnx.Module, dtype) -> list[str]:
+    """Makes every Flax layer of `model` compute in `dtype`; returns their paths.
+
+    Flax layers (`nnx.Linear`, `nnx.Conv`, norms, attention, embeddings) keep
+    a `dtype` attribute that they read on every call and cast their inputs and
+    parameters to; parameters themselves are not touched. Workshop's own
+    modules are containers of such layers, so this reaches every family.
+
+    Args:
+      model: changed in place.
+      dtype: the compute dtype.
+
+    Returns:
+      The "/"-joined paths of the layers that were changed.
+    """
+    dtype = jnp.dtype(dtype)
+    changed = []
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module) and type(node).__module__.startswith("flax.") and hasattr(node, "dtype"):
+            if node.dtype is None or jnp.dtype(node.dtype) != dtype:
+                node.dtype = dtype
+                changed.append("/".join(str(p) for p in path))
+    return changed
 
 
 def _backends_started() -> bool:

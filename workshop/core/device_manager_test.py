@@ -64,6 +64,52 @@ class DeviceManagerTest(absltest.TestCase):
         dm.configure_for_generative_models(enable_mixed_precision=False)
         self.assertFalse(dm.get_precision_policy().is_mixed)
 
+    def test_precision_policy_of_a_training_configuration(self):
+        self.assertFalse(dm.precision_policy("float32").is_mixed)
+        policy = dm.precision_policy("bfloat16")
+        self.assertEqual((policy.param_dtype, policy.compute_dtype, policy.output_dtype),
+                         (jnp.float32, jnp.bfloat16, jnp.float32))
+        self.assertEqual(dm.precision_policy("float16").compute_dtype, jnp.float16)
+        with self.assertRaisesRegex(ValueError, "precision 'fp8' is unknown; known: float32, bfloat16, float16"):
+            dm.precision_policy("fp8")
+
+    def test_bf16_on_a_platform_without_it(self):
+        bf16, f16 = dm.precision_policy("bfloat16"), dm.precision_policy("float16")
+        with self.assertRaisesRegex(ValueError, r"bfloat16.*compute capability 8\.0 or newer.*this one is 7\.0.*"
+                                                r"Use precision='float16'"):
+            dm.check_precision_supported(bf16, platform="gpu", compute_capability="7.0")
+        dm.check_precision_supported(bf16, platform="gpu", compute_capability="8.0")
+        dm.check_precision_supported(f16, platform="gpu", compute_capability="7.0")
+        with self.assertRaisesRegex(ValueError, "float16' is not supported on TPUs; use 'bfloat16'"):
+            dm.check_precision_supported(f16, platform="tpu")
+        dm.check_precision_supported(bf16, platform="tpu")
+        dm.check_precision_supported(bf16, platform="cpu")
+        dm.check_precision_supported(bf16)  # this machine's default device
+
+    def test_apply_compute_dtype(self):
+        from flax import nnx
+
+        class Net(nnx.Module):
+            def __init__(self, rngs):
+                self.dense = nnx.Linear(4, 3, rngs=rngs)
+                self.norm = nnx.LayerNorm(3, rngs=rngs)
+                self.dtype = "not a layer's"  # a Workshop module's own attribute is left alone
+
+            def __call__(self, x):
+                return self.norm(self.dense(x))
+
+        net = Net(nnx.Rngs(0))
+        x = jnp.ones((2, 4))
+        expected = net(x)
+        changed = dm.apply_compute_dtype(net, jnp.bfloat16)
+        self.assertEqual(sorted(changed), ["dense", "norm"])
+        self.assertEqual(net.dtype, "not a layer's")
+        out = net(x)
+        self.assertEqual(out.dtype, jnp.bfloat16)
+        self.assertEqual(net.dense.kernel[...].dtype, jnp.float32)  # parameters untouched
+        self.assertLess(float(jnp.max(jnp.abs(out.astype(jnp.float32) - expected))), 0.05)
+        self.assertEqual(dm.apply_compute_dtype(net, jnp.bfloat16), [])
+
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "known: conservative, balanced, aggressive"):
             dm.configure_for_generative_models(memory_strategy="greedy")

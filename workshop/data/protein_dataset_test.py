@@ -9,35 +9,7 @@ import numpy as np
 
 from workshop.data import protein_dataset
 from workshop.data.idx import DatasetFormatError
-
-IDEAL = {term: value for term, (value, _) in protein_dataset.IDEAL_BACKBONE.items()}
-
-
-def _place(a, b, c, length, angle, torsion):
-    """The atom d with |cd| = length, angle bcd and torsion abcd in degrees (NeRF)."""
-    angle, torsion = np.radians(angle), np.radians(torsion)
-    bc = (c - b) / np.linalg.norm(c - b)
-    n = np.cross(b - a, bc)
-    n /= np.linalg.norm(n)
-    local = [-length * np.cos(angle), length * np.sin(angle) * np.cos(torsion), length * np.sin(angle) * np.sin(torsion)]
-    return c + local[0] * bc + local[1] * np.cross(n, bc) + local[2] * n
-
-
-def ideal_backbone(num_residues, phi=-57.0, psi=-47.0):
-    """float64 [L, 4, 3] N, CA, C, O of an alpha helix with Engh & Huber geometry."""
-    n = np.zeros(3)
-    ca = np.array([IDEAL["N-CA"], 0.0, 0.0])
-    angle = np.radians(180 - IDEAL["N-CA-C"])
-    c = ca + IDEAL["CA-C"] * np.array([np.cos(angle), np.sin(angle), 0.0])
-    residues = []
-    for _ in range(num_residues):
-        o = _place(n, ca, c, IDEAL["C-O"], IDEAL["CA-C-O"], psi + 180)
-        residues.append([n, ca, c, o])
-        n_next = _place(n, ca, c, IDEAL["C-N"], IDEAL["CA-C-N"], psi)
-        ca_next = _place(ca, c, n_next, IDEAL["N-CA"], IDEAL["C-N-CA"], 180.0)
-        c = _place(c, n_next, ca_next, IDEAL["CA-C"], IDEAL["N-CA-C"], phi)
-        n, ca = n_next, ca_next
-    return np.array(residues)
+from workshop.data.protein_fixtures import ideal_backbone, random_rotation
 
 
 def _atom_line(serial, name, resname, chain, number, icode, xyz, element, record="ATOM", altloc=" ", occupancy=1.0):
@@ -133,6 +105,21 @@ class ReadTest(absltest.TestCase):
         with self.assertRaisesRegex(FileNotFoundError, r"structure file not found: .*nope.pdb"):
             protein_dataset.read_backbone_chains(os.path.join(folder, "nope.pdb"))
 
+    def test_old_pdb_layout_with_record_ids_in_columns_73_to_80(self):
+        folder = self.create_tempdir().full_path
+        path = os.path.join(folder, "old.pdb")
+        a, b = write_pdb(path)
+        with open(path) as f:
+            lines = f.read().splitlines()
+        # Pre-1996 files end each line with the entry id and a line number, where the element now is.
+        with open(path, "w") as f:
+            f.write("\n".join(f"{line[:72]:<72s}1OLD{i:4d}" for i, line in enumerate(lines)) + "\n")
+        with self.assertRaises(RuntimeError):
+            gemmi.read_structure(path)
+        chains = protein_dataset.read_backbone_chains(path)
+        self._check_chain_a(chains[0], a)
+        np.testing.assert_allclose(chains[1]["coords"], b, atol=1e-3)
+
 
 class GeometryTest(absltest.TestCase):
 
@@ -159,6 +146,117 @@ class GeometryTest(absltest.TestCase):
         np.testing.assert_array_equal(geometry["C-N"][1], [True, True, False, True, True])
         self.assertFalse(geometry["C-O"][1][0])
         self.assertLess(protein_dataset.score_backbone(coords, mask)["c-n_rmsd"], 1e-6)
+
+
+def _chain(ca, present=None):
+    """A read_backbone_chains-like dict holding only CA positions [L, 3]."""
+    coords = np.zeros((len(ca), 4, 3), np.float32)
+    coords[:, 1] = ca
+    mask = np.zeros((len(ca), 4), bool)
+    mask[:, 1] = True if present is None else present
+    return {"coords": coords, "atom_mask": mask, "aatype": np.arange(len(ca), dtype=np.int32) % 20}
+
+
+class CaTraceTest(absltest.TestCase):
+
+    def test_windows_are_every_valid_run_of_consecutive_cas(self):
+        ca = ideal_backbone(20)[:, 1]
+        ca[12:] += 30.0  # A chain break between residues 11 and 12.
+        present = np.ones(20, bool)
+        present[4] = False  # A residue without CA.
+        chains = [_chain(ca, present), _chain(ideal_backbone(3)[:, 1])]
+        windows = protein_dataset.ca_windows(chains, length=4, stride=1)
+        # Brute force: every start whose 4 residues have CAs and no break between them.
+        expected = [s for s in range(17) if present[s:s + 4].all() and not (s < 12 <= s + 3)]
+        self.assertEqual(windows["start"].tolist(), expected)  # 0, 5-8, 12-16; chain 1 is too short.
+        np.testing.assert_array_equal(windows["chain"], 0)
+        for start, window, aatype in zip(windows["start"], windows["ca"], windows["aatype"]):
+            np.testing.assert_allclose(window, ca[start:start + 4], atol=1e-5)
+            np.testing.assert_array_equal(aatype, chains[0]["aatype"][start:start + 4])
+        strided = protein_dataset.ca_windows(chains, length=4, stride=3)
+        self.assertEqual(strided["start"].tolist(), [0, 5, 8, 12, 15])  # Each run restarts the stride.
+        self.assertEqual(protein_dataset.ca_windows(chains, length=30, stride=1)["ca"].shape, (0, 30, 3))
+        with self.assertRaisesRegex(ValueError, "stride"):
+            protein_dataset.ca_windows(chains, length=4, stride=0)
+
+    def test_principal_axes_frame_is_a_canonical_proper_pose(self):
+        traces = np.stack([ideal_backbone(12, phi, psi)[:, 1] for phi, psi in ((-57, -47), (-120, 130), (-70, 150))])
+        posed = protein_dataset.principal_axes_frame(traces)
+        moved = np.einsum("ij,nlj->nli", random_rotation(0), traces) + np.array([5.0, -3.0, 8.0])
+        np.testing.assert_allclose(protein_dataset.principal_axes_frame(moved), posed, atol=1e-3)
+        np.testing.assert_allclose(posed.mean(1), 0.0, atol=1e-4)
+        covariance = np.einsum("nli,nlj->nij", posed, posed)
+        for c in covariance:  # Diagonal, variances in decreasing order.
+            np.testing.assert_allclose(c - np.diag(np.diag(c)), 0.0, atol=1e-2)
+            self.assertTrue(np.all(np.diff(np.diag(c)) <= 0))
+
+        def signed_volumes(x):  # Chirality: mirror images flip these signs.
+            a, b, c = x[:, 1:-2] - x[:, :-3], x[:, 2:-1] - x[:, :-3], x[:, 3:] - x[:, :-3]
+            return np.einsum("nli,nli->nl", np.cross(a, b), c)
+
+        np.testing.assert_allclose(signed_volumes(posed), signed_volumes(traces), atol=1e-2)
+        distances = lambda x: np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)  # noqa: E731
+        np.testing.assert_allclose(distances(posed), distances(traces), atol=1e-4)
+        mask = np.ones((3, 12), bool)
+        mask[:, 9:] = False
+        padded = protein_dataset.principal_axes_frame(traces, mask)
+        np.testing.assert_allclose(padded[:, :9], protein_dataset.principal_axes_frame(traces[:, :9]), atol=1e-4)
+        np.testing.assert_array_equal(padded[:, 9:], 0.0)
+
+    def test_first_residues_frame_and_its_fixed_coordinates(self):
+        traces = np.stack([ideal_backbone(7, phi, psi)[:, 1] for phi, psi in ((-57, -47), (-120, 130))])
+        posed = protein_dataset.first_residues_frame(traces)
+        moved = np.einsum("ij,nlj->nli", random_rotation(2), traces) - 3.0
+        np.testing.assert_allclose(protein_dataset.first_residues_frame(moved), posed, atol=1e-4)
+        for residue, axis in protein_dataset.FIRST_RESIDUES_ZEROS:
+            np.testing.assert_array_equal(posed[:, residue, axis], 0.0)
+        np.testing.assert_allclose(posed[:, 1, 0], np.linalg.norm(traces[:, 1] - traces[:, 0], axis=-1), atol=1e-4)
+        self.assertTrue(np.all(posed[:, 2, 1] > 0))
+        distances = lambda x: np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)  # noqa: E731
+        np.testing.assert_allclose(distances(posed), distances(traces), atol=1e-4)
+        mirrored = protein_dataset.first_residues_frame(traces * np.array([1.0, 1.0, -1.0]))
+        np.testing.assert_allclose(mirrored[:, 3:, 2], -posed[:, 3:, 2], atol=1e-4)  # A proper rotation only.
+        flat = protein_dataset.drop_fixed_coordinates(posed)
+        self.assertEqual(flat.shape, (2, 15))
+        np.testing.assert_array_equal(protein_dataset.restore_fixed_coordinates(flat, 7), posed)
+        with self.assertRaisesRegex(ValueError, r"expected \[N, 18\] .*got shape \(2, 15\)"):
+            protein_dataset.restore_fixed_coordinates(flat, 8)
+
+    def test_ca_traces_written_as_pdb_models_read_back(self):
+        traces = np.stack([ideal_backbone(5, phi, psi)[:, 1] for phi, psi in ((-57, -47), (-120, 130))]) - 20.0
+        path = protein_dataset.write_ca_traces(os.path.join(self.create_tempdir().full_path, "s.pdb"), traces)
+        structure = gemmi.read_structure(str(path))
+        self.assertLen(structure, 2)
+        for model, trace in zip(structure, traces):
+            read = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in model["A"] for a in r if a.name == "CA"])
+            np.testing.assert_allclose(read, trace, atol=6e-4)  # Three decimals.
+        chain = protein_dataset.read_backbone_chains(path)[0]  # The first model.
+        np.testing.assert_allclose(chain["coords"][:, 1], traces[0], atol=6e-4)
+        with self.assertRaisesRegex(ValueError, "outside the PDB format's range"):
+            protein_dataset.write_ca_traces(path, traces * 1000)
+
+    def test_ca_trace_scores(self):
+        helix = ideal_backbone(16)[None, :, 1]
+        scores = protein_dataset.score_ca_trace(helix)
+        self.assertLess(scores["ca_ca_rmsd"], 0.02)
+        self.assertEqual(scores["ca_ca_violation_fraction"], 0.0)
+        self.assertAlmostEqual(scores["ca_angle_mean"], 91.0, delta=2.0)  # The alpha helix's CA angle.
+        self.assertEqual(scores["ca_angle_outside_fraction"], 0.0)
+        self.assertEqual(scores["traces_with_clash"], 0.0)
+        line = np.zeros((1, 6, 3))
+        line[0, :, 0] = 4.0 * np.arange(6)  # Straight: 4.0 A bonds, 180 degree angles.
+        scores = protein_dataset.score_ca_trace(line)
+        self.assertAlmostEqual(scores["ca_ca_rmsd"], 0.2, places=6)
+        self.assertEqual(scores["ca_ca_violation_fraction"], 1.0)
+        self.assertEqual(scores["ca_angle_outside_fraction"], 1.0)
+        self.assertAlmostEqual(scores["radius_of_gyration"], 4.0 * np.sqrt(35 / 12), places=5)
+        square = np.array([[[0, 0, 0], [3.8, 0, 0], [3.8, 3.8, 0], [0, 3.8, 0], [0, 0.5, 0]]])
+        scores = protein_dataset.score_ca_trace(square)  # Residue 4 sits 0.5 A from residue 0.
+        self.assertAlmostEqual(scores["ca_angle_outside_fraction"], 0.0)
+        self.assertAlmostEqual(scores["clash_fraction"], 1 / 3)  # Pairs (0, 3), (0, 4), (1, 4).
+        self.assertEqual(scores["traces_with_clash"], 1.0)
+        with self.assertRaisesRegex(ValueError, r"\[N, L, 3\]"):
+            protein_dataset.score_ca_trace(np.zeros((4, 3)))
 
 
 class DatasetTest(absltest.TestCase):
@@ -199,6 +297,16 @@ class RealPymolTest(absltest.TestCase):
         scores = protein_dataset.score_backbone(chain["coords"], chain["atom_mask"])
         self.assertLess(scores["n-ca_rmsd"], 0.1)
         self.assertLess(scores["ca-ca_rmsd"], 0.2)
+
+    def test_pre_1996_layout_of_1hpv(self):
+        path = os.path.join(os.path.dirname(_PYMOL_DIR), "tut", "1hpv.pdb")
+        if not os.path.isfile(path):
+            self.skipTest(f"{path} is missing")
+        chains = protein_dataset.read_backbone_chains(path)  # Columns 73-80 hold "1HPV" and line numbers.
+        self.assertEqual([(c["chain"], len(c["aatype"])) for c in chains], [("A", 99), ("B", 99)])
+        self.assertTrue(chains[0]["sequence"].startswith("PQITLWQRPL"))  # HIV-1 protease.
+        scores = protein_dataset.score_backbone(chains[0]["coords"], chains[0]["atom_mask"])
+        self.assertLess(scores["n-ca_rmsd"], 0.1)
 
 
 if __name__ == "__main__":

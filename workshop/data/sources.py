@@ -10,26 +10,37 @@ dim N. `"x"` is the model input, whatever the modality:
 | two_moons, eight_gaussians, checkerboard, pinwheel | float32 `[N, 2]` | `"label"` |
 | text, wikipedia | int32 BPE ids `[N, sequence_length]` | |
 | librispeech, audio_folder | int32 mu-law codes `[N, sequence_length]` (float32 waveform without `quantization_channels`) | `"label"` (speaker id or folder class) |
-| protein | float32 CA coordinates `[N, sequence_length, 3]` (Angstrom) | `"mask"` bool `[N, L]`, `"aatype"` int32 `[N, L]` |
+| protein | float32 CA coordinates `[N, sequence_length, 3]` (Angstrom / `coordinate_scale`; chains or, with `window_stride`, windows) | `"mask"` bool `[N, L]`, `"aatype"` int32 `[N, L]` |
+
+`data.flatten` reshapes `"x"` to `[N, D]` for vector models (protein windows
+in the "first_residues" frame: `[N, 3L - 6]`, without their six fixed zeros).
 
 Datasets with an official test split (the image datasets, LibriSpeech's
 `test_subset`) use it; the others hold out the last `test_fraction` of their
 documents, files or chains, so no document, clip or chain is in both splits.
 A corpus is read once per process for both splits (`_read_once`).
+
+Text datasets keep their BPE tokenizer in `tokenizer_file(data)` (trained on
+the corpus the first time, then reused), so a sampler can turn generated ids
+back into text: `write_decoded_samples` writes `samples.txt` for text models
+and one WAV file per sample for audio models.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
+import os
+import pathlib
 from typing import Any
 
 import numpy as np
 
 from workshop.core.configuration import DataConfiguration
 
-__all__ = ["load_split", "held_out_count"]
+__all__ = ["TOKENIZER_CACHE_ENV", "held_out_count", "load_split", "tokenizer_file", "write_decoded_samples"]
 
 _log = logging.getLogger(__name__)
 
@@ -91,13 +102,101 @@ def _text_rows(data: DataConfiguration) -> tuple[np.ndarray, int]:
         data.data_dir,
         max_length=data.sequence_length,
         vocab_size=data.vocab_size,
-        tokenizer_path=data.tokenizer_path,
+        tokenizer_path=tokenizer_file(data),
         skip_bad_files=data.skip_bad_files,
     )
     _report_skipped(dataset, data.dataset)
+    if dataset.vocab_size > data.vocab_size:
+        # A saved tokenizer of another size: its ids would fall outside a model sized by data.vocab_size.
+        raise ValueError(f"the tokenizer {tokenizer_file(data)} has {dataset.vocab_size} entries, more than "
+                         f"data.vocab_size={data.vocab_size}; set data.vocab_size (and the model's) to match it")
     rows = dataset.sequences
     # Rows are packed in document order, so the last rows hold the last documents.
     return rows, len(rows) - held_out_count(len(rows), data.test_fraction, what=f"{data.data_dir}: packed rows")
+
+
+TOKENIZER_CACHE_ENV = "WORKSHOP_CACHE_DIR"  # As workshop.eval.feature_net.CACHE_DIR_ENV.
+_TEXT_DATASETS = ("text", "wikipedia")
+
+
+def tokenizer_file(data: DataConfiguration) -> pathlib.Path:
+    """The BPE tokenizer file of a text dataset: read when it exists, else trained on the corpus and saved there.
+
+    `data.tokenizer_path` when set. Otherwise a cache file,
+    `$WORKSHOP_CACHE_DIR/tokenizers/<dataset>-bpe<vocab_size>-<digest>.json`
+    (`~/.cache/workshop` without the variable), whose digest covers the
+    corpus's absolute path and the relative names, sizes and modification
+    times of its files: training and sampling a corpus share one tokenizer,
+    and an edited corpus gets a new one.
+
+    Raises:
+      ValueError: `data.dataset` is not a text dataset.
+      FileNotFoundError: `data.data_dir` does not exist.
+    """
+    if data.dataset not in _TEXT_DATASETS:
+        raise ValueError(f"data.dataset {data.dataset!r} has no tokenizer; text datasets: {', '.join(_TEXT_DATASETS)}")
+    if data.tokenizer_path is not None:
+        return pathlib.Path(data.tokenizer_path).expanduser()
+    root = pathlib.Path(data.data_dir).expanduser().absolute()
+    if not root.exists():
+        raise FileNotFoundError(f"data.data_dir {str(root)!r} does not exist (expected the {data.dataset} corpus)")
+    digest = hashlib.sha256(str(root).encode())
+    for path in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.relative_to(root) if path != root else path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    cache = pathlib.Path(os.environ.get(TOKENIZER_CACHE_ENV) or pathlib.Path.home() / ".cache" / "workshop")
+    return cache / "tokenizers" / f"{data.dataset}-bpe{data.vocab_size}-{digest.hexdigest()[:16]}.json"
+
+
+def write_decoded_samples(data: DataConfiguration, samples: np.ndarray, output_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
+    """Writes samples of a text or audio model in their own medium; other datasets write nothing.
+
+    Args:
+      data: the data configuration the model was trained on.
+      samples: text: int token ids `[N, T]`; audio: int mu-law codes `[N, T]`
+        (`quantization_channels` levels) or float waveforms in [-1, 1].
+      output_dir: an existing folder.
+
+    Returns:
+      `{"txt": <output_dir>/samples.txt}` (each sample under a `=== sample i ===`
+      line, document separators shown as `<|endoftext|>`), or
+      `{"wav_0": <output_dir>/sample_000.wav, ...}` (16-bit PCM at
+      `data.sample_rate`), or `{}`.
+
+    Raises:
+      FileNotFoundError: a text dataset whose tokenizer file is missing.
+    """
+    output_dir = pathlib.Path(output_dir)
+    samples = np.asarray(samples)
+    if data.dataset in _TEXT_DATASETS:
+        from workshop.data import bpe  # pylint: disable=g-import-not-at-top
+
+        path = tokenizer_file(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer {path} not found: it is written when training reads the corpus "
+                                    "(set data.tokenizer_path to the file training used)")
+        tokenizer = bpe.load_tokenizer(path)
+        texts = tokenizer.decode_batch([[int(i) for i in row] for row in samples.reshape(len(samples), -1)],
+                                       skip_special_tokens=False)
+        target = output_dir / "samples.txt"
+        target.write_text("".join(f"=== sample {i} ===\n{text}\n\n" for i, text in enumerate(texts)), encoding="utf-8")
+        return {"txt": target}
+    if data.dataset in ("librispeech", "audio_folder"):
+        import soundfile  # pylint: disable=g-import-not-at-top
+
+        from workshop.data.datasets.audio import mu_law_decode  # pylint: disable=g-import-not-at-top
+
+        if np.issubdtype(samples.dtype, np.integer):
+            if not data.quantization_channels:
+                raise ValueError("integer audio samples need data.quantization_channels (their mu-law levels)")
+            samples = mu_law_decode(samples, data.quantization_channels)
+        waves = np.clip(samples.reshape(len(samples), -1).astype(np.float32), -1.0, 1.0)
+        paths = {}
+        for i, wave in enumerate(waves):
+            paths[f"wav_{i}"] = output_dir / f"sample_{i:03d}.wav"
+            soundfile.write(paths[f"wav_{i}"], wave, data.sample_rate, subtype="PCM_16")
+        return paths
+    return {}
 
 
 def _text(data: DataConfiguration, train: bool) -> dict[str, np.ndarray]:
@@ -144,27 +243,53 @@ def _audio(data: DataConfiguration, train: bool) -> dict[str, np.ndarray]:
 
 
 @_read_once
-def _protein_chains(data: DataConfiguration) -> tuple[dict[str, np.ndarray], int]:
+def _protein_chains(data: DataConfiguration) -> tuple[Any, int]:
+    """The chains of `data_dir` and the index of the first held-out chain."""
     from workshop.data.protein_dataset import ProteinDataset  # pylint: disable=g-import-not-at-top
 
     dataset = ProteinDataset(data.data_dir, with_constraints=True, skip_bad_files=data.skip_bad_files)
     _report_skipped(dataset, data.dataset)
     if len(dataset) == 0:
         raise ValueError(f"{data.data_dir}: no protein chain was read")
-    arrays = dataset.as_arrays(data.sequence_length)
     split = len(dataset) - held_out_count(len(dataset), data.test_fraction, what=f"{data.data_dir}: protein chains")
-    return arrays, split
+    return dataset, split
 
 
 def _protein(data: DataConfiguration, train: bool) -> dict[str, np.ndarray]:
-    arrays, split = _protein_chains(data)
-    rows = slice(0, split) if train else slice(split, None)
-    ca = 1  # Backbone atom order N, CA, C, O.
-    return {
-        "x": arrays["coords"][rows, :, ca],
-        "mask": arrays["residue_mask"][rows] & arrays["atom_mask"][rows, :, ca],
-        "aatype": arrays["aatype"][rows],
-    }
+    from workshop.data import protein_dataset  # pylint: disable=g-import-not-at-top
+
+    dataset, split = _protein_chains(data)
+    if data.window_stride is None:
+        arrays = dataset.as_arrays(data.sequence_length)
+        rows = slice(0, split) if train else slice(split, None)
+        ca = 1  # Backbone atom order N, CA, C, O.
+        x, mask = arrays["coords"][rows, :, ca], arrays["residue_mask"][rows] & arrays["atom_mask"][rows, :, ca]
+        aatype = arrays["aatype"][rows]
+    else:
+        chains = dataset.examples[:split] if train else dataset.examples[split:]
+        windows = protein_dataset.ca_windows(chains, data.sequence_length, data.window_stride)
+        if len(windows["ca"]) == 0:
+            raise ValueError(
+                f"{data.data_dir}: the {'training' if train else 'held-out'} chains have no run of "
+                f"data.sequence_length={data.sequence_length} consecutive residues with every CA present"
+            )
+        x, aatype = windows["ca"], windows["aatype"]
+        mask = np.ones(aatype.shape, bool)
+        if data.protein_frame == "centred":
+            x = x - x.mean(axis=1, keepdims=True)
+    if data.protein_frame == "principal_axes":
+        x = protein_dataset.principal_axes_frame(x, mask)
+    elif data.protein_frame == "first_residues":
+        x = protein_dataset.first_residues_frame(x)
+        if data.flatten:
+            x = protein_dataset.drop_fixed_coordinates(x)  # [N, 3L - 6]: no coordinate that is always 0.
+    if train and data.coordinate_noise > 0:
+        x, mask, aatype = (np.repeat(a, data.noise_copies, axis=0) for a in (x, mask, aatype))
+        noise = np.random.default_rng([data.shuffle_seed, 8]).normal(0.0, data.coordinate_noise, x.shape)
+        if x.ndim == 3:
+            noise *= mask[..., None]  # Padding stays 0.
+        x = x + noise
+    return {"x": (x / data.coordinate_scale).astype(np.float32), "mask": mask, "aatype": aatype}
 
 
 _IMAGES = ("fashion_mnist", "mnist", "cifar10", "cifar100")
@@ -186,4 +311,7 @@ def load_split(data: DataConfiguration, *, train: bool) -> dict[str, np.ndarray]
         loader = _LOADERS[data.dataset]
     except KeyError:
         raise ValueError(f"data.dataset {data.dataset!r} is unknown; known: {', '.join(sorted(_LOADERS))}") from None
-    return loader(data, train)
+    arrays = loader(data, train)
+    if data.flatten:
+        arrays["x"] = arrays["x"].reshape(len(arrays["x"]), -1)
+    return arrays

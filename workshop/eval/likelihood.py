@@ -1,6 +1,11 @@
 """Test-set likelihood of any `LikelihoodModel`, in nats per example and bits/dim.
 
-`evaluate_likelihood` averages `model.log_prob` (exact for flows and
+`log_likelihood(model, dataset_or_batches)` is the one entry point: it
+averages the model's `log_prob` and names beside the number the kind of
+estimate (`likelihood_estimate`) and the data it is a likelihood of (the
+discretisation or dequantisation). `anomaly_scores` gives the per-example
+negative log-likelihoods. Both are built on `evaluate_likelihood`, which
+averages `model.log_prob` (exact for flows and
 autoregressive models, the importance-weighted bound of Burda et al. 2015,
 arXiv:1509.00519, for VAEs) and, where the model has one, `model.elbo`, over a
 pass of batches. Bits per dimension is nats / (D ln 2) for D dimensions per
@@ -11,18 +16,193 @@ model sees it: state the data's discretisation (binarized, 8-bit) beside it.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import jax
 import numpy as np
 from flax import nnx
 
-__all__ = ["bits_per_dim", "evaluate_likelihood"]
+from workshop.core import registry
+
+__all__ = [
+    "ESTIMATE_KINDS",
+    "anomaly_scores",
+    "as_batches",
+    "bits_per_dim",
+    "evaluate_likelihood",
+    "likelihood_estimate",
+    "log_likelihood",
+]
+
+# What each family's `log_prob` computes. A model (e.g. a user's registered
+# one) can state its own with a `likelihood_estimate` attribute.
+ESTIMATE_KINDS = {
+    "flow": "exact",
+    "autoregressive": "exact",
+    "vae": "importance-weighted bound",  # Burda et al. 2015; a lower bound on log p
+    "diffusion": "variational bound",  # Ho et al. 2020 eq. 5; a lower bound on log p
+    "ebm": "AIS estimate",  # Neal 2001; log Z by annealed importance sampling
+}
+_ELBO_MODEL_TYPES = ("vqvae",)  # deterministic posterior: log_prob is the ELBO itself
 
 
 def bits_per_dim(nats_per_example: float, num_dims: int) -> float:
     """Converts a negative log-likelihood in nats per example to bits per dimension."""
     return nats_per_example / (num_dims * math.log(2.0))
+
+
+def _family(model: nnx.Module) -> str | None:
+    model_type = getattr(model, "model_type", None)
+    if isinstance(model_type, str) and registry.is_registered(model_type):
+        return registry.get_model_spec(model_type).family
+    for name in registry.registered_model_types():
+        spec = registry.get_model_spec(name)
+        if isinstance(spec.builder, type) and type(model) is spec.builder:
+            return spec.family
+    return None
+
+
+def _data_description(model: nnx.Module, family: str | None) -> str:
+    shape = tuple(getattr(model, "input_shape", ()))
+    if family == "flow":
+        if getattr(model, "is_image", len(shape) == 3):
+            return ("8-bit images k/255: log P of the discrete image under uniform dequantisation "
+                    "(Theis et al. 2016), a lower bound in expectation over the noise")
+        return "continuous vectors: the density"
+    if family == "autoregressive":
+        levels = getattr(model, "num_levels", None)
+        return f"discrete values, {levels} levels each: the probability mass" if levels else "discrete tokens: the probability mass"
+    if family == "diffusion":
+        return "8-bit images: the discretised Gaussian decoder integrates each pixel's bin (Ho et al. 2020)"
+    if family == "vae":
+        reconstruction = getattr(model, "reconstruction", None)
+        return {
+            "bernoulli": "binary data (binarized images): the Bernoulli probability mass",
+            "discretized_logistic": "8-bit images: the discretized logistic mass of each 1/255 bin",
+            "gaussian": "continuous data: the Gaussian density with the fixed decoder_std (no dequantisation)",
+        }.get(reconstruction, f"reconstruction_loss {reconstruction!r}")
+    if family == "ebm":
+        return "the data as given: a density, with no dequantisation"
+    return "as defined by the model's log_prob"
+
+
+def likelihood_estimate(model: nnx.Module) -> dict[str, str]:
+    """What `model.log_prob` estimates: `{"estimate": kind, "data": what it is a likelihood of}`.
+
+    The kind is the model's `likelihood_estimate` attribute if it has one,
+    else its family's entry in `ESTIMATE_KINDS` ("exact", "importance-weighted
+    bound", "variational bound", "AIS estimate"), else "unspecified".
+
+    Raises:
+      TypeError: the model has no `log_prob` (GANs: use sample quality).
+    """
+    family = _family(model)
+    if not hasattr(model, "log_prob"):
+        what = f"model_type {getattr(model, 'model_type', type(model).__name__)!r}"
+        raise TypeError(
+            f"{what} (family {family or 'unknown'}) has no log_prob, so its likelihood is undefined; "
+            "evaluate its samples with workshop.eval.sample_quality instead"
+        )
+    kind = getattr(model, "likelihood_estimate", None)
+    if kind is None:
+        kind = "variational bound" if getattr(model, "model_type", None) in _ELBO_MODEL_TYPES else ESTIMATE_KINDS.get(family, "unspecified")
+    return {"estimate": kind, "data": getattr(model, "likelihood_data", None) or _data_description(model, family)}
+
+
+def as_batches(dataset_or_batches: Any, *, batch_size: int = 500, binarize: str = "none",
+               train: bool = False) -> Iterable[dict[str, Any]]:
+    """Evaluation batches `{"x": [B, ...], "label"?: [B]}` from any of the forms users hold.
+
+    Args:
+      dataset_or_batches: a dataset name ("fashion_mnist", a toy dataset; its
+        test split unless `train`), a dataset object with `images` and
+        `labels` (uint8 images are scaled to [0, 1]), an array `[N, ...]`, a
+        dict of arrays `{"x": [N, ...], "label": [N]}`, or an iterable of
+        batch dicts (returned as is).
+      batch_size: examples per batch (the last one may be smaller).
+      binarize: "none", or "fixed" (a seeded, reproducible binarization).
+    """
+    from workshop.data.pipeline import BatchPipeline
+
+    source = dataset_or_batches
+    if isinstance(source, str):
+        from workshop.data.datasets.toy import TOY_DATASETS, load_toy_dataset
+
+        if source in TOY_DATASETS:
+            source = load_toy_dataset(source, train=train)
+        else:
+            from workshop.data.datasets.image import load_image_dataset
+
+            source = load_image_dataset(source, train=train)
+    if hasattr(source, "images") and hasattr(source, "labels"):
+        source = {"x": source.images, "label": source.labels}
+    elif isinstance(source, (np.ndarray, jax.Array)):
+        source = {"x": np.asarray(source)}
+    if isinstance(source, dict):
+        if "x" not in source:
+            raise KeyError(f"a dict of arrays needs the model input under 'x'; it has keys {sorted(source)}")
+        return BatchPipeline(source, batch_size=batch_size, seed=0, shuffle=False, drop_remainder=False,
+                             num_epochs=1, binarize=binarize, prefetch=0)
+    return source
+
+
+def log_likelihood(
+    model: nnx.Module,
+    dataset_or_batches: Any,
+    *,
+    num_samples: int | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+    binarize: str = "none",
+) -> dict[str, Any]:
+    """The model's log-likelihood of a dataset, with the kind of estimate beside it.
+
+    Args:
+      model: a `LikelihoodModel` (`log_prob(x, *, rngs, num_samples) -> [B]`).
+      dataset_or_batches: see `as_batches` (a name such as "fashion_mnist"
+        means its test split).
+      num_samples: importance samples (VAE), timesteps (diffusion), AIS
+        chains (EBM), dequantisation draws (flows); None: the model's default.
+      seed: the estimator's randomness; the same seed gives the same value.
+      batch_size, binarize: how arrays and datasets are batched ("fixed"
+        binarizes with a fixed seed, as the training runs' test sets).
+
+    Returns:
+      `{"nll": nats/example, "nll_bits_per_dim", "num_examples",
+      "estimate": "exact" | "importance-weighted bound" | "variational bound" |
+      "AIS estimate", "data": the discretisation the likelihood refers to,
+      "binarize", "num_samples"}` plus `"negative_elbo"(_bits_per_dim)` for
+      models with an `elbo`. For bounds the true nll is at most the value.
+    """
+    described = likelihood_estimate(model)
+    batches = as_batches(dataset_or_batches, batch_size=batch_size, binarize=binarize)
+    result = evaluate_likelihood(model, batches, num_samples=num_samples, seed=seed)
+    return {**result, **described, "binarize": binarize,
+            "num_samples": num_samples if num_samples is not None else "model default"}
+
+
+def _per_example(model: nnx.Module, batches: Iterable[dict[str, Any]], *, num_samples: int | None, seed: int,
+                 with_elbo: bool) -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    """Yields `({"log_prob": [B], "elbo": [B]?}, batch)` per batch, from one compiled function."""
+    graphdef, state = nnx.split(model)
+    conditional = hasattr(model, "num_classes")
+    has_elbo = with_elbo and hasattr(model, "elbo")
+    kwargs = {"num_samples": num_samples} if num_samples is not None else {}
+
+    @jax.jit
+    def per_example(state, batch, key):
+        m = nnx.merge(graphdef, state, copy=True)
+        cond = {"labels": batch["label"]} if conditional else {}
+        out = {"log_prob": m.log_prob(batch["x"], rngs=nnx.Rngs(key), **kwargs, **cond)}
+        if has_elbo:
+            out["elbo"] = m.elbo(batch["x"], rngs=nnx.Rngs(jax.random.fold_in(key, 1)), **cond)
+        return out
+
+    key = jax.random.PRNGKey(seed)
+    for i, batch in enumerate(batches):
+        if "x" not in batch:
+            raise KeyError(f"likelihood batches need the model input under 'x'; batch {i} has keys {sorted(batch)}")
+        yield jax.device_get(per_example(state, batch, jax.random.fold_in(key, i))), batch
 
 
 def evaluate_likelihood(
@@ -44,36 +224,55 @@ def evaluate_likelihood(
     Returns:
       `{"nll": nats/example, "nll_bits_per_dim": ..., "negative_elbo": ...,
       "negative_elbo_bits_per_dim": ..., "num_examples": N}` (ELBO keys only
-      for models with `elbo`).
+      for models with `elbo`; `"perplexity"` for integer token/code inputs).
     """
-    graphdef, state = nnx.split(model)
-    conditional = hasattr(model, "num_classes")
-    has_elbo = hasattr(model, "elbo")
-    kwargs = {"num_samples": num_samples} if num_samples is not None else {}
-
-    @jax.jit
-    def per_example(state, batch, key):
-        m = nnx.merge(graphdef, state, copy=True)
-        cond = {"labels": batch["label"]} if conditional else {}
-        out = {"log_prob": m.log_prob(batch["x"], rngs=nnx.Rngs(key), **kwargs, **cond)}
-        if has_elbo:
-            out["elbo"] = m.elbo(batch["x"], rngs=nnx.Rngs(jax.random.fold_in(key, 1)), **cond)
-        return out
-
-    key = jax.random.PRNGKey(seed)
     sums: dict[str, float] = {}
-    count, dims = 0, None
-    for i, batch in enumerate(batches):
-        values = jax.device_get(per_example(state, batch, jax.random.fold_in(key, i)))
+    count, dims, ids = 0, None, False
+    for values, batch in _per_example(model, batches, num_samples=num_samples, seed=seed, with_elbo=True):
         for name, v in values.items():
             sums[name] = sums.get(name, 0.0) + float(np.sum(v, dtype=np.float64))
         count += int(batch["x"].shape[0])
         dims = int(np.prod(batch["x"].shape[1:]))
+        ids = np.issubdtype(np.asarray(batch["x"]).dtype, np.integer)
     if count == 0:
         raise ValueError("evaluate_likelihood got no batches")
     result = {"num_examples": count, "nll": -sums["log_prob"] / count}
     result["nll_bits_per_dim"] = bits_per_dim(result["nll"], dims)
-    if has_elbo:
+    if ids:  # Token (or mu-law code) sequences: exp of the mean nats per position.
+        result["perplexity"] = math.exp(result["nll"] / dims)
+    if "elbo" in sums:
         result["negative_elbo"] = -sums["elbo"] / count
         result["negative_elbo_bits_per_dim"] = bits_per_dim(result["negative_elbo"], dims)
     return result
+
+
+def anomaly_scores(
+    model: nnx.Module,
+    dataset_or_batches: Any,
+    *,
+    num_samples: int | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+    binarize: str = "none",
+) -> np.ndarray:
+    """Per-example anomaly scores: the negative log-likelihood -log p(x) in nats, `[N]`.
+
+    Higher is more anomalous (less likely under the model), in the order of
+    the data. The estimate is the model's `log_prob` (see
+    `likelihood_estimate`): for bounds the score is an upper bound on -log p(x).
+
+    Args:
+      model: a `LikelihoodModel`.
+      dataset_or_batches: as for `log_likelihood`.
+      num_samples, seed: as for `evaluate_likelihood`.
+      batch_size, binarize: how arrays and datasets are batched.
+
+    Returns:
+      float64 `[N]`.
+    """
+    batches = as_batches(dataset_or_batches, batch_size=batch_size, binarize=binarize)
+    scores = [-np.asarray(v["log_prob"], np.float64)
+              for v, _ in _per_example(model, batches, num_samples=num_samples, seed=seed, with_elbo=False)]
+    if not scores:
+        raise ValueError("anomaly_scores got no batches")
+    return np.concatenate(scores)

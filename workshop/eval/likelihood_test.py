@@ -9,7 +9,15 @@ from absl.testing import absltest
 from flax import nnx
 
 from workshop.core import losses
-from workshop.eval.likelihood import bits_per_dim, evaluate_likelihood
+from workshop.core.configuration import ModelConfiguration
+from workshop.eval.likelihood import (
+    anomaly_scores,
+    bits_per_dim,
+    evaluate_likelihood,
+    likelihood_estimate,
+    log_likelihood,
+)
+from workshop.models.factories import create_model
 
 
 class _FactorisedBernoulli(nnx.Module):
@@ -19,10 +27,23 @@ class _FactorisedBernoulli(nnx.Module):
         self.logits = nnx.Param(jnp.asarray(logits))
 
     def log_prob(self, x, *, rngs=None):
-        return losses.bernoulli_log_likelihood(jnp.broadcast_to(self.logits.value, x.shape), x)
+        return losses.bernoulli_log_likelihood(jnp.broadcast_to(self.logits[...], x.shape), x)
 
     def elbo(self, x, *, rngs=None):
         return self.log_prob(x) - 1.0  # a bound that is 1 nat loose
+
+
+class _Uniform256(nnx.Module):
+    """Every 8-bit image equally likely: log P(x) = -D log 256."""
+
+    likelihood_estimate = "exact"
+
+    def log_prob(self, x, *, rngs=None):
+        return jnp.full(x.shape[:1], -x[0].size * math.log(256.0))
+
+
+def _standard_normal_log_pdf(x):
+    return -0.5 * np.sum(x**2 + math.log(2 * math.pi), axis=1)
 
 
 class LikelihoodTest(absltest.TestCase):
@@ -42,9 +63,64 @@ class LikelihoodTest(absltest.TestCase):
     def test_bits_per_dim_of_uniform_bytes_is_eight(self):
         self.assertAlmostEqual(bits_per_dim(784 * math.log(256), 784), 8.0)
 
+    def test_perplexity_of_a_uniform_token_model_is_its_vocabulary(self):
+        tokens = np.random.default_rng(0).integers(0, 256, (5, 12)).astype(np.int32)
+        result = evaluate_likelihood(_Uniform256(), [{"x": tokens}])
+        np.testing.assert_allclose(result["perplexity"], 256.0, rtol=1e-6)
+        images = evaluate_likelihood(_Uniform256(), [{"x": tokens.astype(np.float32) / 255}])
+        self.assertNotIn("perplexity", images)  # Only for integer ids.
+
     def test_no_batches_is_an_error(self):
         with self.assertRaisesRegex(ValueError, "no batches"):
             evaluate_likelihood(_FactorisedBernoulli(np.zeros((1,), np.float32)), [])
+
+
+    def test_identity_flow_on_gaussian_data(self):
+        # A freshly built RealNVP is the identity (zero-initialised couplings),
+        # so its density is the standard normal's, known in closed form.
+        model = create_model(ModelConfiguration(model_type="realnvp", input_shape=(3,), num_flows=2),
+                             rngs=nnx.Rngs(0))
+        x = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+        exact = _standard_normal_log_pdf(x.astype(np.float64))
+        result = log_likelihood(model, x, batch_size=3)  # batches of 3, 3, 1
+        self.assertEqual(result["estimate"], "exact")
+        self.assertIn("continuous", result["data"])
+        self.assertEqual(result["num_examples"], 7)
+        np.testing.assert_allclose(result["nll"], -exact.mean(), rtol=1e-5)
+        np.testing.assert_allclose(result["nll_bits_per_dim"], -exact.mean() / (3 * math.log(2)), rtol=1e-5)
+        np.testing.assert_allclose(anomaly_scores(model, x, batch_size=3), -exact, rtol=1e-5)
+
+    def test_uniform_model_on_uint8_images_is_eight_bits(self):
+        images = np.random.default_rng(1).integers(0, 256, size=(5, 4, 4, 1), dtype=np.uint8)
+        result = log_likelihood(_Uniform256(), {"x": images, "label": np.zeros(5, np.int32)}, batch_size=2)
+        self.assertAlmostEqual(result["nll_bits_per_dim"], 8.0, places=5)
+        self.assertEqual((result["estimate"], result["num_examples"]), ("exact", 5))
+
+    def test_estimate_kinds_of_the_families(self):
+        rngs = nnx.Rngs(0)
+        vae = create_model(ModelConfiguration(model_type="vae", input_shape=(4,), latent_dim=2,
+                                              encoder_features=[8], decoder_features=[8],
+                                              parameters={"reconstruction_loss": "bernoulli"}), rngs=rngs)
+        self.assertEqual(likelihood_estimate(vae)["estimate"], "importance-weighted bound")
+        self.assertIn("binary", likelihood_estimate(vae)["data"])
+        flow = create_model(ModelConfiguration(model_type="realnvp", input_shape=(4, 4, 1), num_flows=2,
+                                               parameters={"hidden_channels": 4}), rngs=rngs)
+        self.assertEqual(likelihood_estimate(flow)["estimate"], "exact")
+        self.assertIn("dequantisation", likelihood_estimate(flow)["data"])
+
+    def test_model_without_log_prob_is_refused(self):
+        class _SamplerOnly(nnx.Module):  # a GAN-like model: samples, no density
+            def generate(self, *, n_samples, rngs):
+                return jnp.zeros((n_samples, 2))
+
+        with self.assertRaisesRegex(TypeError, "no log_prob.*sample_quality"):
+            log_likelihood(_SamplerOnly(), np.zeros((3, 2), np.float32))
+
+    def test_anomaly_scores_rank_outliers_last(self):
+        model = create_model(ModelConfiguration(model_type="realnvp", input_shape=(2,), num_flows=2),
+                             rngs=nnx.Rngs(0))
+        x = np.array([[0.0, 0.0], [5.0, 5.0], [0.5, -0.5]], np.float32)
+        self.assertEqual(int(np.argmax(anomaly_scores(model, [{"x": x}]))), 1)
 
 
 if __name__ == "__main__":

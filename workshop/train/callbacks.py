@@ -10,6 +10,7 @@ A callback implements any of the hooks `Trainer.fit` calls:
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from typing import Any
@@ -68,10 +69,34 @@ class MetricsWriter:
 
     def on_train_begin(self, trainer, state) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        start = int(state.step)
+        self._drop_records_after(start)
         if self._tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.workdir / "tensorboard"))
+            # purge_step hides the events a killed run logged after its last checkpoint.
+            self._writer = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=start or None)
+
+    def _drop_records_after(self, step: int) -> None:
+        """A resumed run repeats the steps after its checkpoint: their old records go (atomically).
+
+        So does a line that a killed run left half-written.
+        """
+        if not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+
+        def keep(line: str) -> bool:
+            try:
+                return line.endswith("\n") and json.loads(line).get("step", 0) <= step
+            except json.JSONDecodeError:
+                return False
+
+        kept = [line for line in lines if keep(line)]
+        if len(kept) != len(lines):
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
 
     def _write(self, split: str, step: int, logs: dict[str, float]) -> None:
         record = {"step": step, "split": split, "time": round(time.time() - self._started, 3), **logs}

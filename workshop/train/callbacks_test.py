@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import types
 
 import numpy as np
 from absl.testing import absltest
@@ -53,13 +54,27 @@ class CallbacksTest(absltest.TestCase):
     def test_metrics_writer_jsonl_and_tensorboard(self):
         workdir = pathlib.Path(self.create_tempdir().full_path)
         writer = cb.MetricsWriter(workdir)
-        writer.on_train_begin(None, None)
+        writer.on_train_begin(None, types.SimpleNamespace(step=0))
         writer.on_log(None, 10, {"loss": 1.5})
         writer.on_eval(None, 10, {"loss": 1.25})
         writer.on_train_end(None, 10, None)
         records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
         self.assertEqual([(r["split"], r["step"], r["loss"]) for r in records], [("train", 10, 1.5), ("eval", 10, 1.25)])
         self.assertTrue(list((workdir / "tensorboard").glob("events.out.tfevents.*")))
+
+    def test_metrics_writer_drops_the_steps_a_resumed_run_repeats(self):
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        killed = cb.MetricsWriter(workdir, tensorboard=False)
+        killed.on_train_begin(None, types.SimpleNamespace(step=0))
+        for step in (10, 20, 30):
+            killed.on_log(None, step, {"loss": float(step)})
+        with (workdir / "metrics.jsonl").open("a") as f:
+            f.write('{"step": 40, "split": "tr')  # Cut off by kill -9.
+        resumed = cb.MetricsWriter(workdir, tensorboard=False)  # Its checkpoint was at step 20.
+        resumed.on_train_begin(None, types.SimpleNamespace(step=20))
+        resumed.on_log(None, 30, {"loss": 3.0})
+        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        self.assertEqual([(r["step"], r["loss"]) for r in records], [(10, 10.0), (20, 20.0), (30, 3.0)])
 
     def test_early_stopping_after_patience(self):
         trainer = _FakeTrainer()

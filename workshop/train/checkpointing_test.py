@@ -1,15 +1,26 @@
-"""Tests for checkpoint round-trips and the mismatch error."""
+"""Tests for checkpoint round-trips, the mismatch error, corruption checks and fallback, crashes mid-save."""
 
 import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl.testing import absltest
+from absl.testing import absltest, parameterized
 from flax import nnx
 
 from workshop.core.configuration import TrainingConfiguration
-from workshop.train.checkpointing import CheckpointMismatchError, Checkpointer, array_shapes
+from workshop.train.checkpointing import (
+    CheckpointMismatchError,
+    Checkpointer,
+    InvalidCheckpointError,
+    NoValidCheckpointError,
+    array_shapes,
+    fingerprint,
+)
 from workshop.train.trainer import Trainer
 
 
@@ -32,7 +43,43 @@ def _state(din=3, dout=2, seed=0):
     return trainer, trainer.init_state()
 
 
-class CheckpointingTest(absltest.TestCase):
+def _biggest_file(directory):
+    """The largest array data file (OCDBT's `d/` folders): mostly array bytes."""
+    files = [p for p in pathlib.Path(directory).rglob("*") if p.is_file() and p.parent.name == "d"]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _flip_one_bit(step_dir):
+    path = _biggest_file(step_dir)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(step_dir):
+    path = _biggest_file(step_dir)
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def _garble_record(step_dir):
+    (pathlib.Path(step_dir) / "record" / "metadata").write_text("{garbage")
+
+
+def _two_checkpoints(directory, din=300, dout=200):
+    """Checkpoints at steps 1 and 2 (different parameters); returns (trainer, states by step)."""
+    trainer, state = _state(din, dout)
+    ckpt = Checkpointer(directory)
+    saved = {}
+    for _ in range(2):
+        state, _ = trainer.train_step(state, {"x": np.ones((4, din), np.float32)})
+        ckpt.save(state)
+        ckpt.wait()
+        saved[int(state.step)] = jax.device_get(state.to_checkpoint())
+    ckpt.close()
+    return trainer, saved
+
+
+class CheckpointingTest(parameterized.TestCase):
     def test_round_trip_is_exact(self):
         trainer, state = _state()
         state, _ = trainer.train_step(state, {"x": np.ones((4, 3), np.float32)})
@@ -86,6 +133,164 @@ class CheckpointingTest(absltest.TestCase):
         self.assertEqual(again.latest_step(), 0)
         again.restore(_state()[1])
         again.close()
+
+    @parameterized.named_parameters(
+        ("flipped_bit", _flip_one_bit, "checksum of"),
+        ("truncated_data", _truncate, "arrays are unreadable"),
+        ("garbled_record", _garble_record, "record is unreadable"),
+    )
+    def test_corrupted_latest_falls_back_to_the_previous(self, corrupt, reason):
+        directory = self.create_tempdir().full_path
+        trainer, saved = _two_checkpoints(directory)
+        corrupt(os.path.join(directory, "2"))
+        ckpt = Checkpointer(directory)
+        with self.assertLogs("workshop.train.checkpointing", "WARNING") as logs:
+            restored, record = ckpt.restore(trainer.init_state())
+        self.assertIn(f"checkpoint {directory}/2 is rejected", logs.output[0])
+        self.assertIn(reason, logs.output[0])
+        self.assertEqual(record["step"], 1)
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.to_checkpoint()), saved[1])
+        # Asked for by its step, the corrupted checkpoint is an error, not a fallback.
+        with self.assertRaisesRegex(InvalidCheckpointError, f"{directory}/2 is rejected.*{reason}"):
+            ckpt.restore(trainer.init_state(), step=2)
+        ckpt.close()
+
+    def test_rejected_checkpoint_is_set_aside_and_its_step_saved_again(self):
+        directory = self.create_tempdir().full_path
+        trainer, saved = _two_checkpoints(directory)
+        _flip_one_bit(os.path.join(directory, "2"))
+        ckpt = Checkpointer(directory)
+        with self.assertLogs("workshop.train.checkpointing", "WARNING"):
+            state, _ = ckpt.restore(trainer.init_state(), set_aside_rejected=True)
+        self.assertEqual(ckpt.all_steps(), [1])
+        self.assertTrue(os.path.isdir(os.path.join(directory, "rejected", "2")))
+        state, _ = trainer.train_step(state, {"x": np.ones((4, 300), np.float32)})
+        ckpt.save(state)
+        ckpt.wait()
+        self.assertEqual(ckpt.all_steps(), [1, 2])
+        restored, _ = ckpt.restore(trainer.init_state())
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.to_checkpoint()), saved[2])
+        ckpt.close()
+
+    def test_every_checkpoint_rejected_lists_them_all(self):
+        directory = self.create_tempdir().full_path
+        trainer, _ = _two_checkpoints(directory)
+        _flip_one_bit(os.path.join(directory, "2"))
+        _garble_record(os.path.join(directory, "1"))
+        ckpt = Checkpointer(directory)
+        with self.assertLogs("workshop.train.checkpointing", "WARNING"):
+            with self.assertRaisesRegex(NoValidCheckpointError, r"(?s)every checkpoint.*/2 is rejected.*/1 is "):
+                ckpt.restore(trainer.init_state())
+        ckpt.close()
+
+    def test_checkpoint_holding_nan_is_rejected(self):
+        directory = self.create_tempdir().full_path
+        trainer, state = _state()
+        ckpt = Checkpointer(directory)
+        ckpt.save(state)
+        ckpt.wait()
+        kernel = state.params["layer"]["kernel"]
+        kernel[...] = kernel[...].at[0, 0].set(np.nan)
+        ckpt.save(state.replace(step=state.step + 1))
+        ckpt.wait()
+        with self.assertLogs("workshop.train.checkpointing", "WARNING") as logs:
+            _, record = ckpt.restore(trainer.init_state())
+        self.assertEqual(record["step"], 0)
+        self.assertIn("NaN/Inf values in params/layer/kernel (1)", logs.output[0])
+        ckpt.close()
+
+    def test_restore_before_and_discard_from(self):
+        directory = self.create_tempdir().full_path
+        trainer, saved = _two_checkpoints(directory)
+        ckpt = Checkpointer(directory)
+        _, record = ckpt.restore(trainer.init_state(), before=2)
+        self.assertEqual(record["step"], 1)
+        with self.assertRaisesRegex(FileNotFoundError, "no checkpoint before step 1 in"):
+            ckpt.restore(trainer.init_state(), before=1)
+        self.assertEqual(ckpt.discard_from(2), [2])
+        self.assertEqual(ckpt.all_steps(), [1])
+        ckpt.close()
+
+    def test_crash_during_a_save_leaves_the_previous_checkpoint_usable(self):
+        # A real orbax save cut short: the child process exits while the
+        # background write of step 2 is still running.
+        directory = self.create_tempdir().full_path
+        child = textwrap.dedent(f"""
+            import os, numpy as np
+            from flax import nnx
+            from workshop.core.configuration import TrainingConfiguration
+            from workshop.train.checkpointing import Checkpointer
+            from workshop.train.trainer import Trainer
+
+            class Big(nnx.Module):
+                def __init__(self):
+                    self.layer = nnx.Linear(1000, 2000, rngs=nnx.Rngs(0))
+                def __call__(self, x, *, rngs):
+                    return {{"y": self.layer(x)}}
+                def loss_fn(self, batch, outputs):
+                    return {{"loss": (outputs["y"] ** 2).mean()}}
+
+            trainer = Trainer(Big(), TrainingConfiguration(num_steps=5))
+            state = trainer.init_state()
+            ckpt = Checkpointer({directory!r})
+            for _ in range(2):
+                state, _ = trainer.train_step(state, {{"x": np.ones((2, 1000), np.float32)}})
+                ckpt.save(state)
+                if int(state.step) == 1:
+                    ckpt.wait()
+            os._exit(3)  # the process dies mid-save, like kill -9
+        """)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 3, done.stderr[-3000:])
+        leftovers = [n for n in os.listdir(directory) if n.startswith("2.orbax-checkpoint-tmp")]
+        self.assertTrue(leftovers, f"expected an unfinished save of step 2, found {os.listdir(directory)}")
+        self.assertNotIn("2", os.listdir(directory))
+
+        class Big(nnx.Module):
+            def __init__(self):
+                self.layer = nnx.Linear(1000, 2000, rngs=nnx.Rngs(1))
+
+            def __call__(self, x, *, rngs):
+                return {"y": self.layer(x)}
+
+            def loss_fn(self, batch, outputs):
+                return {"loss": (outputs["y"] ** 2).mean()}
+
+        trainer = Trainer(Big(), TrainingConfiguration(num_steps=5))
+        reader = Checkpointer(directory)  # a reader leaves it: a live run may be writing it
+        self.assertEqual(reader.all_steps(), [1])
+        reader.close()
+        self.assertTrue(all(os.path.isdir(os.path.join(directory, n)) for n in leftovers))
+        ckpt = Checkpointer(directory, remove_unfinished_saves=True)  # the writer removes the leftover
+        self.assertEqual(ckpt.all_steps(), [1])
+        restored, record = ckpt.restore(trainer.init_state())
+        self.assertEqual((record["step"], int(restored.step)), (1, 1))
+        ckpt.save(restored.replace(step=restored.step + 1))
+        ckpt.wait()
+        self.assertEqual(ckpt.all_steps(), [1, 2])
+        self.assertFalse([n for n in os.listdir(directory) if "tmp" in n])
+        ckpt.close()
+
+    def test_fingerprint_sees_one_bit_and_every_dtype(self):
+        tree = {
+            "f32": jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+            "bf16": jnp.ones(4, jnp.bfloat16),
+            "i32": jnp.array(7, jnp.int32),
+            "flag": jnp.array([True, False]),
+            "u8": jnp.arange(3, dtype=jnp.uint8),
+        }
+        base = fingerprint(tree)
+        self.assertEqual(sorted(base), ["bf16", "f32", "flag", "i32", "u8"])
+        self.assertEqual(fingerprint(jax.tree.map(jnp.copy, tree)), base)
+        flipped = np.asarray(tree["f32"]).copy()
+        flipped.view(np.uint32)[1, 2] ^= 1
+        self.assertNotEqual(fingerprint({**tree, "f32": jnp.asarray(flipped)})["f32"], base["f32"])
+        # Swapping two words keeps the plain sum; the position-weighted one sees it.
+        swapped = fingerprint({**tree, "f32": jnp.arange(6, dtype=jnp.float32)[::-1].reshape(2, 3)})["f32"]
+        self.assertEqual(swapped[0], base["f32"][0])
+        self.assertNotEqual(swapped[1], base["f32"][1])
+        self.assertNotEqual(fingerprint({**tree, "flag": jnp.array([True, True])})["flag"], base["flag"])
 
     def test_missing_checkpoint(self):
         ckpt = Checkpointer(self.create_tempdir().full_path)

@@ -7,6 +7,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from flax import nnx
 
+from workshop.core.configuration import DataConfiguration, TrainingConfiguration
 from workshop.models.factories import create_model
 from workshop.train.experiment import make_trainer, parse_config
 
@@ -16,6 +17,20 @@ _CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parent / "configs").gl
 class ConfigsTest(parameterized.TestCase):
     def test_configs_were_found(self):
         self.assertIn("vae", _CONFIGS)
+
+    def test_every_training_and_data_field_can_be_set_from_the_command_line(self):
+        for name in _CONFIGS:
+            config = importlib.import_module(f"workshop.train.configs.{name}").get_config()
+            for section, schema in (("training", TrainingConfiguration), ("data", DataConfiguration)):
+                missing = set(schema.model_fields) - {"schema_version"} - set(config[section])
+                self.assertEmpty(missing, f"{name}: config.{section} lacks {sorted(missing)}")
+        # A None default is a typed placeholder: it takes a value like a flag override does.
+        config = importlib.import_module("workshop.train.configs.vae").get_config()
+        config.lock()
+        config.training.max_bad_steps = 5
+        with self.assertRaises(TypeError):
+            config.training.max_bad_steps = "five"
+        self.assertEqual(parse_config(config).training.max_bad_steps, 5)
 
     @parameterized.parameters(*_CONFIGS)
     def test_config_builds_and_steps(self, name):
@@ -31,6 +46,9 @@ class ConfigsTest(parameterized.TestCase):
         }
         if cfg.data.binarize != "none":
             batch["x"] = (batch["x"] > 0.5).astype(np.float32)
+        if cfg.model.family == "autoregressive" and len(cfg.model.input_shape) == 1:  # token ids / mu-law codes
+            size = getattr(model, "vocab_size", None) or model.num_levels
+            batch["x"] = rng.integers(0, size, (n, *cfg.model.input_shape)).astype(np.int32)
         state, metrics = trainer.train_step(trainer.init_state(), batch)
         self.assertEqual(int(state.step), 1)
         for key in ("d_loss", "g_loss") if cfg.model.family == "gan" else ("loss",):

@@ -11,8 +11,13 @@ The absl binary (`main.py`) only parses flags and calls this. A workdir holds:
 
 Running the same command again resumes from the latest checkpoint: the data
 pipeline is positioned at the checkpoint's step and the step keys are
-`fold_in(seed, step)`, so the resumed run reproduces the uninterrupted one.
-SIGINT/SIGTERM end the run after the current step with a checkpoint.
+`fold_in(seed, step)`, so the resumed run reproduces the uninterrupted one
+(the record also holds the data order, and a resume with another one says so).
+SIGINT/SIGTERM end the run after the current step with a checkpoint; after a
+`kill -9` the rerun loses the steps since the last checkpoint. A checkpoint
+that does not read back intact (checkpointing.py checks every array's
+checksum) is moved to checkpoints/rejected/ with a warning and the next older
+one is used. Non-finite steps: `training.max_bad_steps` (Trainer.fit).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import signal
 from typing import Any, Iterator, Sequence
 
+import jax
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from workshop.core.configuration import DataConfiguration, ModelConfiguration, TrainingConfiguration
@@ -36,6 +44,8 @@ from workshop.models.factories import create_model
 from workshop.train import callbacks as cb
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.gan_trainer import GANTrainer
+from workshop.train.periodic_eval import PeriodicEvaluation
+from workshop.train.distributed import process_local_batches
 from workshop.train.trainer import Trainer, TrainState
 
 __all__ = [
@@ -83,7 +93,11 @@ class RunResult:
 # config.eval: `likelihood_samples` is the `num_samples` of the models' `log_prob`:
 # importance samples (VAE), timesteps (diffusion), AIS chains (EBM),
 # dequantization draws (flows); None leaves each model its own default.
-_EVAL_DEFAULTS = {"likelihood_samples": None, "final_eval": True, "test_binarize": "fixed", "max_test_batches": None}
+# `every_steps`: test likelihood during training (over `training.eval_batches`
+# test batches); `sample_quality_every`: FID/KID/PRDC of `sample_quality_samples`
+# samples with the feature network (workshop/train/periodic_eval.py); None: off.
+_EVAL_DEFAULTS = {"likelihood_samples": None, "final_eval": True, "test_binarize": "fixed", "max_test_batches": None,
+                  "every_steps": None, "sample_quality_every": None, "sample_quality_samples": 1000}
 
 
 def parse_config(config: ml_collections.ConfigDict | dict[str, Any]) -> ExperimentConfig:
@@ -179,6 +193,49 @@ def _stop_on_signals(trainer: Trainer):
             signal.signal(s, h)
 
 
+def _data_order(cfg: ExperimentConfig, source: dict[str, Any]) -> dict[str, Any]:
+    """What, besides the checkpoint's `data_step`, fixes the order and bits of the training batches."""
+    d = cfg.data
+    return {"dataset": d.dataset, "num_examples": int(len(source["x"])), "batch_size": d.batch_size,
+            "shuffle_seed": d.shuffle_seed, "binarize": d.binarize}
+
+
+def _warn_if_data_order_changed(saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    if saved is None:  # a checkpoint from before the data order was recorded
+        return
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}"
+             for k in sorted(now) if saved.get(k) != now.get(k)]
+    if diffs:
+        _log.warning("the training data order differs from the checkpoint's (%s): the resumed run continues at "
+                     "its data_step but will not reproduce an uninterrupted run", "; ".join(diffs))
+
+
+# A test hook for the fault tests (fault_tolerance_test.py, nonfinite_test.py),
+# never for real runs: comma-separated data steps whose batch "x" is replaced by NaN.
+NAN_BATCHES_ENV = "WORKSHOP_TEST_NAN_BATCHES"
+
+
+def _inject_nan_batches(batches: Iterator[dict[str, Any]], start_step: int) -> Iterator[dict[str, Any]]:
+    spec = os.environ.get(NAN_BATCHES_ENV, "").strip()
+    if not spec:
+        return batches
+    try:
+        steps = {int(s) for s in spec.split(",")}
+    except ValueError:
+        raise ValueError(f"{NAN_BATCHES_ENV}={spec!r}: expected comma-separated data steps, e.g. '5,6,7'") from None
+    _log.warning("%s is set (a test hook): the batches of data steps %s are NaN", NAN_BATCHES_ENV, sorted(steps))
+
+    def poisoned():
+        for step, batch in enumerate(batches, start_step):
+            if step in steps:
+                if not np.issubdtype(batch["x"].dtype, np.floating):
+                    raise ValueError(f"{NAN_BATCHES_ENV} needs a floating-point batch 'x', got {batch['x'].dtype}")
+                batch = {**batch, "x": np.full_like(batch["x"], np.nan)}
+            yield batch
+
+    return poisoned()
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict | dict[str, Any] | ExperimentConfig,
     workdir: str | pathlib.Path,
@@ -211,33 +268,60 @@ def train_and_evaluate(
     train_source = data_source(cfg.data, train=True)
     test_source = data_source(cfg.data, train=False)
     model = create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
+    if hasattr(model, "check_inputs"):  # Token models: every id inside the vocabulary, before any step.
+        model.check_inputs(train_source["x"])
+        model.check_inputs(test_source["x"])
     trainer = make_trainer(model, cfg)
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)
+    data_order = _data_order(cfg, train_source)
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints,
+                                metadata={"data_order": data_order}, remove_unfinished_saves=True)
 
     state = trainer.init_state()
     start_step = 0
     if checkpointer.latest_step() is not None:
-        state, record = checkpointer.restore(state, model_config=cfg.model.to_dict())
+        # The newest checkpoint that reads back intact; rejected (corrupted) ones are
+        # moved to checkpoints/rejected/ with a warning naming their step.
+        state, record = checkpointer.restore(state, model_config=cfg.model.to_dict(), set_aside_rejected=True)
         start_step = int(record.get("data_step", record["step"]))
+        _warn_if_data_order_changed(record.get("data_order"), data_order)
         _log.info("resuming %s from step %d", workdir, start_step)
-    (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
 
     t = cfg.training
+    # On several hosts every process trains and checkpoints (orbax coordinates the
+    # sharded writes); only process 0 writes logs, metrics, samples and reports.
+    lead = jax.process_index() == 0
+    writers = [cb.ProgressBar(t.num_steps, disable=not t.progress_bar), cb.MetricsWriter(workdir, tensorboard=t.tensorboard)]
+    writers = writers if lead else []
     callbacks_list: list[Any] = [
-        cb.ProgressBar(t.num_steps, disable=not t.progress_bar),
-        cb.MetricsWriter(workdir, tensorboard=t.tensorboard),
+        *writers,
         cb.CheckpointCallback(checkpointer, t.checkpoint_every, metadata={"model_config": cfg.model.to_dict()}),
-        cb.SampleGrid(workdir, t.sample_every, num_samples=t.num_samples, seed=t.seed),
     ]
+    if lead:
+        callbacks_list.append(cb.SampleGrid(workdir, t.sample_every, num_samples=t.num_samples, seed=t.seed))
     if t.early_stopping_patience is not None:
         callbacks_list.append(cb.EarlyStopping(t.early_stopping_metric, patience=t.early_stopping_patience))
+    if cfg.eval["every_steps"] or cfg.eval["sample_quality_every"]:
+        callbacks_list.append(PeriodicEvaluation(
+            lambda: _test_batches(cfg, test_source, max_batches=t.eval_batches),
+            sinks=writers,  # the progress bar and the metrics writer
+            every_steps=cfg.eval["every_steps"], likelihood_samples=cfg.eval["likelihood_samples"],
+            sample_quality_every=cfg.eval["sample_quality_every"],
+            sample_quality_samples=cfg.eval["sample_quality_samples"],
+            dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, seed=t.seed,
+        ))
 
     callbacks = [*callbacks_list, *callbacks]
-    train_batches = iter(_train_batches(cfg, train_source, start_step))
+    # Each process feeds its own rows of every global batch (all of them on one host).
+    train_batches = process_local_batches(
+        _inject_nan_batches(iter(_train_batches(cfg, train_source, start_step)), start_step)
+    )
     eval_batches = lambda: _test_batches(cfg, test_source, max_batches=t.eval_batches)  # noqa: E731
     try:
         with _stop_on_signals(trainer):
-            state = trainer.fit(state, train_batches, callbacks=callbacks, eval_batches=eval_batches)
+            state = trainer.fit(state, train_batches, callbacks=callbacks, eval_batches=eval_batches,
+                                checkpointer=checkpointer)
     finally:
         checkpointer.close()
 
@@ -255,5 +339,6 @@ def train_and_evaluate(
             final["likelihood_samples"] = cfg.eval["likelihood_samples"]
         if cfg.data.binarize != "none":
             final["test_binarize"] = cfg.eval["test_binarize"]
-        (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
+        if jax.process_index() == 0:
+            (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
     return RunResult(state=state, trainer=trainer, stop_reason=trainer.stop_reason, final_metrics=final, workdir=workdir)

@@ -9,23 +9,10 @@ import jax
 import numpy as np
 from absl.testing import absltest
 
-from workshop.data.idx import write_idx
-from workshop.train import experiment
+from workshop.train import experiment, train_binary_testing
 from workshop.train.checkpointing import CheckpointMismatchError
 from workshop.train.configs import vae as vae_config
 from workshop.train.sampling import restore_workdir, write_samples
-
-
-def _write_dataset(root: pathlib.Path, n_train=64, n_test=32):
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        # Class-dependent blobs, so there is something to learn.
-        yy, xx = np.mgrid[:28, :28]
-        centres = 6 + 1.6 * labels.astype(np.float64)
-        images = (np.exp(-((yy[None] - centres[:, None, None]) ** 2 + (xx[None] - 14) ** 2) / 30.0) * 255).astype(np.uint8)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
 
 
 def _config(data_dir):
@@ -73,7 +60,7 @@ class ExperimentTest(absltest.TestCase):
         super().setUpClass()
         cls.data_dir = pathlib.Path(absltest.get_default_test_tmpdir()) / "fashion"
         cls.data_dir.mkdir(parents=True, exist_ok=True)
-        _write_dataset(cls.data_dir)
+        train_binary_testing.write_fixture_dataset(cls.data_dir)
 
     def test_end_to_end_outputs(self):
         workdir = pathlib.Path(self.create_tempdir().full_path)

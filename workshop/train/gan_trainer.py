@@ -16,8 +16,19 @@ A step consumes one batch of `n_critic * m` real examples: critic update i
 sees chunk i (m examples) against m fresh fakes, and the generator update
 draws m fakes. The state is the `TrainState` of `workshop.train.trainer`
 (`params` and `opt_state` are `{"generator": ..., "discriminator": ...}`,
-`ema_params` the generator's average), so `Checkpointer` saves and resumes it
-and `Trainer.fit` with its callbacks drives it unchanged.
+`rest` is `{"generator": ..., "other": ...}`, the generator's batch
+statistics and every other non-parameter variable), so `Checkpointer` saves
+and resumes it and `Trainer.fit` with its callbacks drives it unchanged.
+
+Batch normalisation (DCGAN, Radford et al. 2015, arXiv:1511.06434): both
+players run in training mode inside the step (batch statistics, running
+averages updated); a batch-normalised discriminator scores the real and the
+fake half in separate calls, as in the DCGAN reference code, so neither half's
+statistics leak into the other's. The EMA generator (`ema_params` is
+`{"params": ..., "batch_stats": ...}`) keeps running averages of its own: each
+step runs it once in training mode on the generator update's latents, so at
+sampling (evaluation mode) it normalises with statistics of the averaged
+weights, not of the raw generator's.
 
 Logged per step (means over the critic updates where they apply): `d_loss`,
 `g_loss`, `wasserstein_estimate` (mean D(x) - mean D(G(z)), the critic's
@@ -39,7 +50,7 @@ from flax import nnx
 
 from workshop.core import losses
 from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
-from workshop.train.optimizers import make_optimizer
+from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
 from workshop.train.trainer import Trainer, TrainState
 
 __all__ = ["GANTrainer"]
@@ -47,6 +58,13 @@ __all__ = ["GANTrainer"]
 Batch = dict[str, Any]
 
 _GENERATOR = nnx.All(nnx.Param, nnx.PathContains("generator"))
+_GENERATOR_STATS = nnx.All(nnx.BatchStat, nnx.PathContains("generator"))
+_FILTERS = (_GENERATOR, nnx.Param, _GENERATOR_STATS, ...)
+
+
+def _split_rest(module: nnx.Module) -> dict[str, Any]:
+    _, _, _, g_stats, other = nnx.split(module, *_FILTERS)
+    return {"generator": g_stats, "other": other}
 
 
 class GANTrainer(Trainer):
@@ -77,6 +95,16 @@ class GANTrainer(Trainer):
         if int(model.n_critic) < 1:
             raise ValueError(f"n_critic must be >= 1 (discriminator updates per generator update), got {model.n_critic}")
         losses.generator_loss(model.loss, jnp.zeros((1,)))  # an unknown loss fails here, listing the known ones
+        if getattr(model.discriminator, "norm", "none") == "batch" and (
+                getattr(model, "gp_weight", 0.0) or getattr(model, "r1_weight", 0.0)):
+            raise ValueError("a batch-normalised discriminator cannot take the gradient penalty or R1 "
+                             "(they need each example scored on its own); use discriminator_norm 'layer' or 'none'")
+        if config.parallelism != "none" or config.precision != "float32":
+            raise ValueError(
+                f"GANTrainer runs on one device in float32; got training.parallelism={config.parallelism!r}, "
+                f"training.precision={config.precision!r} (data/FSDP meshes and mixed precision are the Trainer's "
+                "so far): set them to 'none' and 'float32'"
+            )
         self.config = config
         self.conditional = hasattr(model, "num_classes")
         self.latent_dim = int(model.latent_dim)
@@ -84,12 +112,15 @@ class GANTrainer(Trainer):
         self.n_critic = int(model.n_critic)
         self.gp_weight = float(getattr(model, "gp_weight", 0.0))
         self.r1_weight = float(getattr(model, "r1_weight", 0.0))
+        # A batch-normalised discriminator scores real and fake examples in separate calls.
+        self.separate_scoring = getattr(model.discriminator, "norm", "none") == "batch"
         model.train()
-        self.graphdef, g_params, d_params, rest = nnx.split(model, _GENERATOR, nnx.Param, ...)
-        eval_model = nnx.merge(self.graphdef, g_params, d_params, rest)
+        self.graphdef, g_params, d_params, g_stats, other = nnx.split(model, *_FILTERS)
+        eval_model = nnx.merge(self.graphdef, g_params, d_params, g_stats, other)
         eval_model.eval()
-        self.eval_graphdef = nnx.split(eval_model, _GENERATOR, nnx.Param, ...)[0]
-        self._initial = ({"generator": g_params, "discriminator": d_params}, rest)
+        self.eval_graphdef = nnx.split(eval_model, *_FILTERS)[0]
+        self.generator_has_stats = bool(jax.tree.leaves(g_stats))
+        self._initial = ({"generator": g_params, "discriminator": d_params}, {"generator": g_stats, "other": other})
         d_opt = discriminator_optimizer or config.optimizer.model_copy(
             update={"learning_rate": config.optimizer.learning_rate * float(getattr(model, "d_lr_multiplier", 1.0))})
         self.g_tx, self.g_schedule = make_optimizer(config.optimizer, config.num_steps)
@@ -100,46 +131,47 @@ class GANTrainer(Trainer):
         self._stop_reason = None
 
     # ----------------------------------------------------------------- state
-    def init_state(self, seed: int | None = None) -> TrainState:
-        """A fresh state (copies of the initial arrays: the step donates its input)."""
-        params, rest = jax.tree.map(jnp.copy, self._initial)
-        seed = self.config.seed if seed is None else seed
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            rest=rest,
-            opt_state={"generator": self.g_tx.init(params["generator"]),
-                       "discriminator": self.d_tx.init(params["discriminator"])},
-            ema_params=jax.tree.map(jnp.copy, params["generator"]) if self.config.ema_decay is not None else None,
-            rng=jax.random.PRNGKey(seed),
-        )
+    # `Trainer.init_state` builds the state; these give each player its optimizer
+    # and average the generator only (weights and its own batch statistics).
+    def _init_opt_state(self, params) -> Any:
+        return {"generator": self.g_tx.init(params["generator"]),
+                "discriminator": self.d_tx.init(params["discriminator"])}
 
-    def _sampling_generator(self, state: TrainState, use_ema: bool = True):
+    def _init_ema(self, params, rest) -> Any:
+        return {"params": jax.tree.map(jnp.copy, params["generator"]),
+                "batch_stats": jax.tree.map(jnp.copy, rest["generator"])}
+
+    def _sampling_generator(self, state: TrainState, use_ema: bool = True) -> tuple[Any, Any]:
+        """The generator's (params, batch statistics) to sample with."""
         if use_ema and state.ema_params is not None:
-            return state.ema_params
-        return state.params["generator"]
+            return state.ema_params["params"], state.ema_params["batch_stats"]
+        return state.params["generator"], state.rest["generator"]
 
     def model_from_state(self, state: TrainState, *, use_ema: bool = True) -> nnx.Module:
         """An evaluation-mode model with the (EMA) generator and the current discriminator."""
-        return nnx.merge(self.eval_graphdef, self._sampling_generator(state, use_ema),
-                         state.params["discriminator"], state.rest)
+        g_params, g_stats = self._sampling_generator(state, use_ema)
+        return nnx.merge(self.eval_graphdef, g_params, state.params["discriminator"], g_stats, state.rest["other"])
 
     # ------------------------------------------------------------ the step
     def _model(self, g_params, d_params, rest, *, graphdef=None) -> nnx.Module:
-        return nnx.merge(graphdef or self.graphdef, g_params, d_params, rest, copy=True)
+        return nnx.merge(graphdef or self.graphdef, g_params, d_params, rest["generator"], rest["other"], copy=True)
+
+    def _score(self, discriminator, real, fake, labels):
+        """D on real and fake examples: two calls with batch norm, else one (power iterations advance once)."""
+        if self.separate_scoring:
+            return discriminator(real, labels), discriminator(fake, labels)
+        both = None if labels is None else jnp.concatenate([labels, labels])
+        scores = discriminator(jnp.concatenate([real, fake]), both)
+        return scores[: real.shape[0]], scores[real.shape[0]:]
 
     def _critic_objective(self, d_params, g_params, rest, real, labels, key):
         k_z, k_gp = jax.random.split(key)
         model = self._model(g_params, d_params, rest)
         z = jax.random.normal(k_z, (real.shape[0], self.latent_dim))
         fake = jax.lax.stop_gradient(model.generator(z, labels))
-        both = None if labels is None else jnp.concatenate([labels, labels])
-        # One discriminator call on real and fake together: running statistics
-        # (spectral-norm power iterations) advance once per critic update.
-        scores = model.discriminator(jnp.concatenate([real, fake]), both)
-        d_real, d_fake = scores[: real.shape[0]], scores[real.shape[0]:]
+        d_real, d_fake = self._score(model.discriminator, real, fake, labels)
         loss = jnp.mean(losses.discriminator_loss(self.loss, d_real, d_fake))
-        new_rest = nnx.split(model, _GENERATOR, nnx.Param, ...)[3]
+        new_rest = _split_rest(model)
 
         def critic(x):  # a fresh copy: penalties must not advance running statistics
             return self._model(g_params, d_params, rest).discriminator(x, labels)
@@ -152,11 +184,17 @@ class GANTrainer(Trainer):
                    "gradient_penalty": gp, "r1_penalty": r1}
         return total, (metrics, new_rest)
 
-    def _generator_objective(self, g_params, d_params, rest, labels, key, m):
+    def _generator_objective(self, g_params, d_params, rest, labels, z):
         model = self._model(g_params, d_params, rest)
-        fake = model.generator(jax.random.normal(key, (m, self.latent_dim)), labels)
-        scores = model.discriminator(fake, labels)
-        return jnp.mean(losses.generator_loss(self.loss, scores))
+        scores = model.discriminator(model.generator(z, labels), labels)
+        return jnp.mean(losses.generator_loss(self.loss, scores)), _split_rest(model)
+
+    def _ema_generator_stats(self, ema_params, d_params, rest, labels, z):
+        # The averaged generator's own running statistics: one forward pass in training mode.
+        ema_rest = {"generator": ema_params["batch_stats"], "other": rest["other"]}
+        model = self._model(ema_params["params"], d_params, ema_rest)
+        model.generator(z, labels)
+        return _split_rest(model)["generator"]
 
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
@@ -185,24 +223,30 @@ class GANTrainer(Trainer):
             carry, (real, ys, jnp.arange(self.n_critic)))
 
         g_labels = None if labels is None else labels[0]
-        g_loss, g_grads = jax.value_and_grad(self._generator_objective)(
-            g_params, d_params, rest, g_labels, jax.random.fold_in(key, self.n_critic), m)
+        z = jax.random.normal(jax.random.fold_in(key, self.n_critic), (m, self.latent_dim))
+        (g_loss, rest), g_grads = jax.value_and_grad(self._generator_objective, has_aux=True)(
+            g_params, d_params, rest, g_labels, z)
         updates, g_opt = self.g_tx.update(g_grads, state.opt_state["generator"], g_params)
         g_params = optax.apply_updates(g_params, updates)
         ema = state.ema_params
         if ema is not None:
             # The warm-up of `Trainer`: early averages do not keep the initialisation for long.
             decay = jnp.minimum(self.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-            ema = optax.incremental_update(g_params, ema, step_size=1.0 - decay)
+            ema = {"params": optax.incremental_update(g_params, ema["params"], step_size=1.0 - decay),
+                   "batch_stats": ema["batch_stats"]}
+            if self.generator_has_stats:
+                ema["batch_stats"] = self._ema_generator_stats(ema, d_params, rest, g_labels, z)
         metrics = {name: jnp.mean(value) for name, value in d_metrics.items()}
         metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads),
                        g_learning_rate=self.g_schedule(state.step), d_learning_rate=self.d_schedule(state.step))
         new_state = state.replace(step=state.step + 1, params={"generator": g_params, "discriminator": d_params},
                                   rest=rest, opt_state={"generator": g_opt, "discriminator": d_opt}, ema_params=ema)
-        return new_state, metrics
+        # A non-finite step changes nothing but the data position (see Trainer.fit, max_bad_steps).
+        return skip_nonfinite_update(metrics, new_state, state.replace(step=new_state.step))
 
     # ------------------------------------------------------ eval and sampling
     def _eval_step(self, g_params, d_params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+        # `rest["generator"]` holds the sampling generator's batch statistics.
         model = self._model(g_params, d_params, rest, graphdef=self.eval_graphdef)
         real = jnp.asarray(batch["x"], jnp.float32)
         labels = jnp.asarray(batch["label"], jnp.int32) if self.conditional else None
@@ -219,12 +263,13 @@ class GANTrainer(Trainer):
           `d_loss`, `g_loss` and `wasserstein_estimate` under the current discriminator.
         """
         key = jax.random.PRNGKey(seed)
-        g, d = self._sampling_generator(state), state.params["discriminator"]
+        g, g_stats = self._sampling_generator(state)
+        d, rest = state.params["discriminator"], {"generator": g_stats, "other": state.rest["other"]}
         totals: dict[str, float] = {}
         count = 0
         for i, batch in enumerate(batches):
             n = int(batch["x"].shape[0])
-            metrics = jax.device_get(self.eval_step(g, d, state.rest, batch, jax.random.fold_in(key, i)))
+            metrics = jax.device_get(self.eval_step(g, d, rest, batch, jax.random.fold_in(key, i)))
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * n
             count += n
@@ -249,6 +294,7 @@ class GANTrainer(Trainer):
         if self.conditional and labels is None:
             labels = jnp.arange(n_samples) % model.num_classes
         model.check_labels(labels, n_samples)
-        out = self._generate(self._sampling_generator(state), state.params["discriminator"], state.rest,
+        g_params, g_stats = self._sampling_generator(state)
+        out = self._generate(g_params, state.params["discriminator"], {"generator": g_stats, "other": state.rest["other"]},
                              jax.random.PRNGKey(seed), labels, n_samples=n_samples)
         return np.asarray(out)

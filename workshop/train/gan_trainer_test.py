@@ -1,5 +1,6 @@
 """Tests of the GAN trainer: the compiled step, checkpoint/resume, and mode coverage on the ring."""
 
+import json
 import tempfile
 import time
 
@@ -12,6 +13,7 @@ from flax import nnx
 from workshop.core.configuration import ModelConfiguration, TrainingConfiguration
 from workshop.data.datasets.toy import eight_gaussians_modes, sample_toy
 from workshop.models.gan import GAN
+from workshop.train.callbacks import MetricsWriter
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.gan_trainer import GANTrainer
 
@@ -25,8 +27,21 @@ def _ring_gan(model_type="wgan-gp", width=128, **parameters):
     return GAN(config, rngs=nnx.Rngs(0))
 
 
-def _training(num_steps, **kw):
-    return TrainingConfiguration(num_steps=num_steps, ema_decay=0.99, progress_bar=False, log_every=max(1, num_steps // 4),
+def _image_gan(model_type="dcgan", **parameters):
+    config = ModelConfiguration(model_type=model_type, input_shape=(8, 8, 1), latent_dim=4, backbone_type="conv",
+                                encoder_features=[4, 6], decoder_features=[6, 4], parameters=parameters)
+    return GAN(config, rngs=nnx.Rngs(0))
+
+
+def _image_batch(n, num_classes=None, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes or 1, n).astype(np.int32)
+    return {"x": rng.uniform(size=(n, 8, 8, 1)).astype(np.float32), "label": labels}
+
+
+def _training(num_steps, ema_decay=0.99, **kw):
+    return TrainingConfiguration(num_steps=num_steps, ema_decay=ema_decay, progress_bar=False,
+                                 log_every=max(1, num_steps // 4),
                                  optimizer=dict(name="adam", learning_rate=1e-3, b1=0.5, b2=0.9), **kw)
 
 
@@ -59,6 +74,20 @@ class _Recorder:
 
 
 class StepTest(absltest.TestCase):
+    def test_a_nan_batch_changes_neither_player(self):
+        trainer = GANTrainer(_ring_gan("wgan-gp", width=16, n_critic=2), _training(10))
+        state = trainer.init_state()
+        before = jax.tree.map(np.asarray, (state.params, state.opt_state, state.ema_params))
+        nan_batch = {"x": np.full((8, 2), np.nan, np.float32), "label": np.zeros(8, np.int32)}
+        state, metrics = trainer.train_step(state, nan_batch)
+        self.assertFalse(np.isfinite(float(metrics["d_loss"])))
+        self.assertEqual(int(state.step), 1)  # The data position moves on.
+        jax.tree.map(np.testing.assert_array_equal, (state.params, state.opt_state, state.ema_params), before)
+
+    def test_meshes_and_mixed_precision_are_refused_clearly(self):
+        with self.assertRaisesRegex(ValueError, r"training.precision='bfloat16'"):
+            GANTrainer(_ring_gan("wgan-gp", width=16), _training(10, precision="bfloat16"))
+
     def test_compiled_step_updates_both_players(self):
         model = _ring_gan("wgan-gp", width=16, n_critic=3)
         trainer = GANTrainer(model, _training(10))
@@ -121,7 +150,7 @@ class StepTest(absltest.TestCase):
             restored, record = checkpointer.restore(trainer.init_state())
             checkpointer.close()
         self.assertEqual(record["step"], 6)
-        self.assertIn("rest/discriminator/layers/0/u", record["shapes"])
+        self.assertIn("rest/other/discriminator/layers/0/u", record["shapes"])
         self.assertEqual(recorder.hooks, ["begin", "end"])
         self.assertEqual([s for s, _ in recorder.logs], [1, 2, 3, 4, 5, 6])
         self.assertTrue(np.isfinite(recorder.logs[-1][1]["wasserstein_estimate"]))
@@ -134,6 +163,87 @@ class StepTest(absltest.TestCase):
         cont_a, _ = trainer.train_step(state, next(_ring_batches(16, seed=9)))
         cont_b, _ = trainer.train_step(restored, next(_ring_batches(16, seed=9)))
         np.testing.assert_allclose(jax.tree.leaves(cont_a.params)[0], jax.tree.leaves(cont_b.params)[0], rtol=1e-6)
+
+
+class BatchNormTest(absltest.TestCase):
+    def test_dcgan_step_and_ema_generator_statistics(self):
+        # ema_decay 0: the averaged generator's weights equal the new ones, so its
+        # statistics can be recomputed by hand: one training-mode pass on the latents
+        # of the generator update, starting from the initial running averages.
+        trainer = GANTrainer(_image_gan("dcgan"), _training(5, ema_decay=0.0))
+        self.assertTrue(trainer.separate_scoring and trainer.generator_has_stats)
+        state = trainer.init_state()
+        init_stats = jax.tree.map(jnp.array, state.ema_params["batch_stats"])  # copies: the step donates
+        state, metrics = trainer.train_step(state, _image_batch(8))
+        for name in ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm", "wasserstein_estimate"):
+            self.assertTrue(np.isfinite(float(metrics[name])), name)
+        key = jax.random.fold_in(jax.random.PRNGKey(trainer.config.seed), 0)
+        z = jax.random.normal(jax.random.fold_in(key, 1), (8, 4))  # n_critic = 1
+        model = trainer.model_from_state(state)
+        jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, nnx.state(model.generator, nnx.Param)),
+                     jax.tree.map(np.asarray, nnx.state(trainer.model_from_state(state, use_ema=False).generator,
+                                                        nnx.Param)))
+        nnx.update(model.generator, init_stats["generator"])
+        model.train()
+        model.generator(z)
+        expected = nnx.state(model.generator, nnx.BatchStat)
+        got = state.ema_params["batch_stats"]["generator"]
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), expected, got)
+        # The raw generator ran more passes (critic fakes, generator update): other statistics.
+        raw = state.rest["generator"]["generator"]
+        self.assertFalse(np.allclose(raw["norms"][0]["mean"][...], got["norms"][0]["mean"][...]))
+        # Sampling is in evaluation mode: a sample does not depend on the others drawn with it.
+        np.testing.assert_allclose(trainer.generate(state, 3, seed=2), trainer.generate(state, 9, seed=2)[:3],
+                                   rtol=1e-5, atol=1e-6)
+
+    def test_trainer_refuses_a_batch_normalised_penalised_critic(self):
+        model = _image_gan("dcgan")
+        model.gp_weight = 10.0  # a model built around the configuration check
+        with self.assertRaisesRegex(ValueError, "batch-normalised discriminator cannot take the gradient penalty"):
+            GANTrainer(model, _training(3))
+
+
+class ConditionalTest(absltest.TestCase):
+    def test_labels_reach_both_players(self):
+        # Every example has class 2: Adam's update is zero where the gradient is, so only
+        # row 2 of the generator's label embedding and of the projection can move.
+        trainer = GANTrainer(_image_gan("dcgan", num_classes=4), _training(3))
+        state = trainer.init_state()
+        before = jax.tree.map(np.asarray, state.params)
+        batch = _image_batch(8)
+        batch["label"] = np.full(8, 2, np.int32)
+        state, _ = trainer.train_step(state, batch)
+        g_table = ("generator", "generator", "label_embedding", "embed", "embedding")
+        d_table = ("discriminator", "discriminator", "projection", "embedding")
+        for path in (g_table, d_table):
+            old, new = before, state.params
+            for key in path:
+                old, new = old[key], new[key]
+            moved = np.abs(np.asarray(new[...]) - np.asarray(old[...])).sum(axis=1) > 0
+            np.testing.assert_array_equal(moved, [False, False, True, False], err_msg="/".join(path))
+        samples = trainer.generate(state, 4, labels=np.array([0, 1, 2, 3]))
+        self.assertEqual(samples.shape, (4, 8, 8, 1))
+        with self.assertRaisesRegex(ValueError, r"labels must lie in \[0, 4\)"):
+            trainer.generate(state, 2, labels=np.array([1, 7]))
+        with self.assertRaisesRegex(ValueError, "labels"):
+            trainer.generate(state, 3, labels=np.array([1, 2]))
+
+
+class StabilitySignalsTest(absltest.TestCase):
+    def test_metrics_jsonl_has_both_players_signals(self):
+        trainer = GANTrainer(_ring_gan("wgan-gp", width=8, n_critic=2), _training(4))
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.fit(trainer.init_state(), _ring_batches(2 * 8), callbacks=[MetricsWriter(tmp, tensorboard=False)])
+            with open(f"{tmp}/metrics.jsonl") as f:
+                records = [json.loads(line) for line in f]
+        self.assertEqual([r["step"] for r in records], [1, 2, 3, 4])
+        for name in ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm", "wasserstein_estimate", "gradient_penalty",
+                     "d_real", "d_fake", "d_learning_rate", "g_learning_rate"):
+            self.assertIn(name, records[-1])
+            self.assertTrue(np.isfinite(records[-1][name]), name)
+        # The Wasserstein estimate is the gap of the critic's mean scores.
+        self.assertAlmostEqual(records[-1]["wasserstein_estimate"], records[-1]["d_real"] - records[-1]["d_fake"],
+                               places=4)
 
 
 class RingCoverageTest(absltest.TestCase):

@@ -1,12 +1,19 @@
-"""Optax optimizers and learning-rate schedules from an `OptimizerConfiguration`."""
+"""Optax optimizers and learning-rate schedules from an `OptimizerConfiguration`, and the NaN guard of an update."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from workshop.core.configuration import OptimizerConfiguration
+from workshop.train.loss_scaling import all_finite
 
-__all__ = ["make_optimizer", "make_schedule"]
+__all__ = ["make_optimizer", "make_schedule", "skip_nonfinite_update"]
+
+State = TypeVar("State")
 
 
 def make_schedule(config: OptimizerConfiguration, num_steps: int) -> optax.Schedule:
@@ -65,3 +72,34 @@ def make_optimizer(config: OptimizerConfiguration, num_steps: int) -> tuple[opta
     if config.grad_clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
     return opt, schedule
+
+
+def skip_nonfinite_update(
+    metrics: dict[str, jax.Array], new_state: State, old_state: State
+) -> tuple[State, dict[str, jax.Array]]:
+    """Inside a compiled step: keeps `old_state` when the step went non-finite.
+
+    A step is bad when any of its scalar `metrics` is NaN or Inf: the loss,
+    every metric of `loss_fn`, and the global gradient norm (NaN/Inf as soon
+    as one gradient element is). The select covers the whole state, so the
+    parameters, the optimizer state, the EMA and the model's other variables
+    (batch statistics, ...) all stay as they were; the caller decides what
+    advances anyway (the step counter, i.e. the data position).
+
+    `optax.apply_if_finite` does not fit here: it guards only the optimizer's
+    update (a NaN batch would still reach the batch statistics and the EMA),
+    and after `max_consecutive_errors` bad steps it applies the update anyway,
+    where the trainer rolls back to a checkpoint instead.
+
+    Args:
+      metrics: the step's scalar metrics, each `[]`.
+      new_state: the state after the update (any pytree).
+      old_state: the state to keep on a bad step (same structure).
+
+    Returns:
+      `(state, metrics)`, the metrics with `"skipped"` added: int32 `[]`, 1 when
+      the update was dropped.
+    """
+    ok = all_finite(metrics)
+    state = optax.tree.where(ok, new_state, old_state)
+    return state, {**metrics, "skipped": jnp.logical_not(ok).astype(jnp.int32)}

@@ -1,12 +1,13 @@
 """Tests for the optimizer and schedule factory."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from absl.testing import absltest, parameterized
 
 from workshop.core.configuration import OptimizerConfiguration
-from workshop.train.optimizers import make_optimizer, make_schedule
+from workshop.train.optimizers import make_optimizer, make_schedule, skip_nonfinite_update
 
 
 class OptimizersTest(parameterized.TestCase):
@@ -45,6 +46,23 @@ class OptimizersTest(parameterized.TestCase):
             updates, state = tx.update(grads, state, params)
             params = optax.apply_updates(params, updates)
         self.assertLess(float(jnp.linalg.norm(params["w"])), 0.5)
+
+    @parameterized.parameters(np.nan, np.inf, -np.inf)
+    def test_nonfinite_metric_keeps_the_old_state_under_jit(self, bad):
+        old = {"w": jnp.array([1.0, 2.0]), "count": jnp.array(3, jnp.int32), "none": None}
+        new = {"w": jnp.array([5.0, 6.0]), "count": jnp.array(4, jnp.int32), "none": None}
+        guard = jax.jit(skip_nonfinite_update)
+        state, metrics = guard({"loss": jnp.float32(bad), "grad_norm": jnp.float32(1.0)}, new, old)
+        np.testing.assert_array_equal(state["w"], [1.0, 2.0])
+        self.assertEqual(int(state["count"]), 3)
+        self.assertEqual(int(metrics["skipped"]), 1)
+        state, metrics = guard({"loss": jnp.float32(0.5), "grad_norm": jnp.float32(bad)}, new, old)
+        self.assertEqual(int(metrics["skipped"]), 1)
+        state, metrics = guard({"loss": jnp.float32(0.5), "grad_norm": jnp.float32(1.0)}, new, old)
+        np.testing.assert_array_equal(state["w"], [5.0, 6.0])
+        self.assertEqual(int(state["count"]), 4)
+        self.assertEqual(int(metrics["skipped"]), 0)
+        self.assertEqual(float(metrics["loss"]), 0.5)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,23 @@
 Writes `<output_dir>/samples.png` (a grid) and `<output_dir>/samples.npy`
 (`[num_samples, *input_shape]` floats in [0, 1]). Diffusion models take
 `--sampler` (ddpm, ddim, dpm_solver_pp_2m, heun), `--steps` and
-`--guidance_scale`; unset flags keep the model's defaults.
+`--guidance_scale`; unset flags keep the model's defaults. Super-resolution
+models take `--low_res=images.npy` (`[B, H/f, W/f, C]` in [0, 1]; one sample per
+image) and `--consistency`. Autoregressive models take `--temperature`,
+`--top_k` and `--top_p`. Models of text also write the decoded text to
+`samples.txt`, models of audio one WAV file per sample (`sample_000.wav`, ...;
+see `workshop.data.sources.write_decoded_samples`).
 """
+
+import time
 
 import numpy as np
 from absl import app, flags
+from PIL import Image, ImageDraw
 
+from workshop.data.sources import write_decoded_samples
 from workshop.train.cli import quiet_library_logs, user_path
+from workshop.train.image_grid import image_grid
 from workshop.train.sampling import restore_workdir, write_samples
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/vae", "A workdir written by //workshop/train:train.")
@@ -23,6 +33,17 @@ _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler of models that have sev
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (diffusion). Default: the model's.", lower_bound=1)
 _GUIDANCE = flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale of class-conditional "
                                "diffusion models (1 = none). Default: the model's.")
+_TEMPERATURE = flags.DEFINE_float("temperature", None, "Softmax temperature of autoregressive models. Default: 1.")
+_TOP_K = flags.DEFINE_integer("top_k", None, "Autoregressive models: sample among the k likeliest values.",
+                              lower_bound=1)
+_TOP_P = flags.DEFINE_float("top_p", None, "Autoregressive models: nucleus sampling with this mass.")
+_LOW_RES = flags.DEFINE_string("low_res", None, "Super-resolution models: a .npy file of [B, H/f, W/f, C] "
+                               "low-resolution images in [0, 1]; one sample per image (--num_samples is ignored).")
+_COMPARE = flags.DEFINE_list("compare", None, "Diffusion: sampler:steps pairs, e.g. ddpm:1000,ddim:50,"
+                              "dpm_solver_pp_2m:20; draws each from the same seed into <output_dir>/<sampler>_<steps>/ "
+                              "and writes <output_dir>/samplers.png, one labelled panel per pair.")
+_CONSISTENCY = flags.DEFINE_bool("consistency", False, "Super-resolution models: make each result's f x f block "
+                                 "means equal its low-resolution image exactly.")
 
 
 def main(argv):
@@ -30,7 +51,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     quiet_library_logs()
     workdir = user_path(_WORKDIR.value)
-    _, trainer, state, record = restore_workdir(workdir, step=_STEP.value)
+    cfg, trainer, state, record = restore_workdir(workdir, step=_STEP.value)
     labels = None
     if _LABELS.value:
         if not trainer.conditional:
@@ -38,15 +59,76 @@ def main(argv):
         labels = np.resize(np.array([int(v) for v in _LABELS.value], np.int32), _NUM_SAMPLES.value)
     output_dir = user_path(_OUTPUT_DIR.value) if _OUTPUT_DIR.value else workdir / "generated"
     options = {name: flag.value for name, flag in
-               (("sampler", _SAMPLER), ("steps", _STEPS), ("guidance_scale", _GUIDANCE)) if flag.value is not None}
+               (("sampler", _SAMPLER), ("steps", _STEPS), ("guidance_scale", _GUIDANCE), ("temperature", _TEMPERATURE),
+                ("top_k", _TOP_K), ("top_p", _TOP_P)) if flag.value is not None}
+    num_samples = _NUM_SAMPLES.value
+    if _LOW_RES.value:
+        model = trainer.model_from_state(state)
+        if not hasattr(model, "low_res_shape"):
+            raise app.UsageError(f"--low_res given, but model_type {model.model_type!r} of {workdir} is not a "
+                                 "super-resolution model")
+        path = user_path(_LOW_RES.value)
+        try:
+            low_res = np.load(path)
+        except (OSError, ValueError) as err:
+            raise app.UsageError(f"--low_res={_LOW_RES.value}: cannot read a .npy array ({err})") from None
+        try:
+            options["low_res"] = np.asarray(model.check_low_res(low_res))
+        except ValueError as err:
+            raise app.UsageError(f"--low_res={_LOW_RES.value}: {err}") from None
+        num_samples = len(low_res)
+        if labels is not None:
+            labels = np.resize(labels, num_samples)
+    if _CONSISTENCY.value:
+        options["consistency"] = True
+    if _COMPARE.value:
+        _compare(trainer, state, output_dir, num_samples, labels, options)
+        print(f"restored step {record['step']} from {workdir}")
+        return
     try:
-        paths = write_samples(trainer, state, output_dir, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
+        paths = write_samples(trainer, state, output_dir, num_samples=num_samples, seed=_SEED.value,
                               labels=labels, options=options)
+        paths.update(write_decoded_samples(cfg.data, np.load(paths["npy"]), output_dir))
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     print(f"restored step {record['step']} from {workdir}")
     for kind, path in sorted(paths.items()):
         print(f"wrote {path}")
+
+
+def _compare(trainer, state, output_dir, num_samples, labels, options) -> None:
+    """Same seed through each sampler:steps of --compare; one labelled panel each in samplers.png."""
+    panels = []
+    for item in _COMPARE.value:
+        name, _, steps = item.partition(":")
+        if not steps.isdigit():
+            raise app.UsageError(f"--compare entry {item!r} must be sampler:steps, e.g. ddim:50")
+        start = time.perf_counter()
+        try:
+            paths = write_samples(trainer, state, output_dir / f"{name}_{steps}", num_samples=num_samples,
+                                  seed=_SEED.value, labels=labels, options=dict(options, sampler=name, steps=int(steps)))
+        except ValueError as err:
+            raise app.UsageError(str(err)) from None
+        print(f"{name}, {steps} steps: {time.perf_counter() - start:.1f} s (compile included); wrote {paths['npy']}")
+        panels.append((f"{name}, {steps} steps", image_grid(np.load(paths["npy"]))))
+    scale, band, gap = 3, 18, 12
+    pictures = []
+    for title, grid in panels:
+        picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB")
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        framed = Image.new("RGB", (picture.width, picture.height + band), "white")
+        framed.paste(picture, (0, band))
+        ImageDraw.Draw(framed).text((4, 3), title, fill="black")
+        pictures.append(framed)
+    canvas = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) - 1),
+                               max(p.height for p in pictures)), "white")
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture, (x, 0))
+        x += picture.width + gap
+    output_dir.mkdir(parents=True, exist_ok=True)
+    canvas.save(output_dir / "samplers.png")
+    print(f"wrote {output_dir / 'samplers.png'}")
 
 
 def run():

@@ -7,6 +7,7 @@ first that the model's `generate` takes them.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import pathlib
 from typing import Any
@@ -35,6 +36,8 @@ def restore_workdir(
     """
     workdir = pathlib.Path(workdir)
     cfg = load_experiment_config(workdir)
+    # Sampling runs on one device, whatever mesh trained the checkpoint (it restores onto any).
+    cfg = dataclasses.replace(cfg, training=cfg.training.model_copy(update={"parallelism": "none", "num_devices": None}))
     trainer = make_trainer(create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed)), cfg)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)
     try:

@@ -24,7 +24,10 @@ import optax
 from flax import nnx, struct
 
 from workshop.core.configuration import TrainingConfiguration
-from workshop.train.optimizers import make_optimizer
+from workshop.core.device_manager import apply_compute_dtype, check_precision_supported, precision_policy
+from workshop.train.loss_scaling import DynamicLossScale, all_finite
+from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
+from workshop.train.distributed import MeshSharding, ShardedStep
 
 __all__ = ["TrainState", "Trainer", "NonFiniteLossError"]
 
@@ -49,6 +52,8 @@ class TrainState:
       opt_state: optax state.
       ema_params: exponential moving average of `params` (None without EMA).
       rng: uint32[2] base key; step t uses `fold_in(rng, t)`.
+      loss_scale: `{"scale", "good_steps"}` of float16 training's dynamic
+        loss scaling (`workshop.train.loss_scaling`); None otherwise.
     """
 
     step: jax.Array
@@ -57,6 +62,7 @@ class TrainState:
     opt_state: Any
     ema_params: Any
     rng: jax.Array
+    loss_scale: Any = None
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
@@ -77,24 +83,73 @@ class Trainer:
       model: the model (`__call__(x, *, rngs)`, `loss_fn(batch, outputs)`,
         `generate(*, n_samples, rngs)`). Conditional models (with a
         `num_classes` attribute) get `labels=batch["label"]`.
-      config: the training configuration (optimizer, EMA, intervals).
+      config: the training configuration (optimizer, EMA, intervals,
+        `parallelism` and `precision`).
+
+    Devices: with `config.parallelism` "data" or "fsdp" the state lives on a
+    mesh (`workshop.train.distributed`), `train_step` takes this process's rows
+    of a batch as numpy and puts them on the mesh, and metrics come back
+    replicated.
+
+    Precision: with `config.precision` "bfloat16" or "float16" the train step
+    casts the float32 parameters and the input `batch["x"]` to that dtype at
+    the start of the loss function, every Flax layer of the train-step model
+    computes in it, the outputs are cast back to float32 before
+    `model.loss_fn`, and the gradients (of the float32 parameters) are float32;
+    optimizer state and EMA stay float32. float16 adds dynamic loss scaling
+    (a step with overflowing gradients is skipped; logged as `grads_finite`
+    and `loss_scale`). Evaluation and sampling run the model as it was built.
+
+    Raises:
+      ValueError: the precision is not supported on this platform, or FSDP
+        cannot shard a parameter (both name the fix).
     """
+
+    mesh_sharding: MeshSharding | None = None
+    state_sharding: Any = None
+    loss_scale: DynamicLossScale | None = None
 
     def __init__(self, model: nnx.Module, config: TrainingConfiguration):
         self.config = config
         self.conditional = hasattr(model, "num_classes")
+        self.policy = precision_policy(config.precision)
+        if self.policy.is_mixed:
+            check_precision_supported(self.policy)
+        if config.precision == "float16":
+            self.loss_scale = DynamicLossScale(config.loss_scale_init, config.loss_scale_period)
         model.train()
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         eval_model = nnx.merge(self.graphdef, params, rest)
         eval_model.eval()
         self.eval_graphdef, _, _ = nnx.split(eval_model, nnx.Param, ...)
+        if self.policy.is_mixed:
+            train_model = nnx.merge(self.graphdef, params, rest)
+            apply_compute_dtype(train_model, self.policy.compute_dtype)
+            self.graphdef = nnx.split(train_model, nnx.Param, ...)[0]
         self._initial = (params, rest)
         self.tx, self.schedule = make_optimizer(config.optimizer, config.num_steps)
-        self.train_step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]] = jax.jit(
-            self._train_step, donate_argnums=0
-        )
-        self.eval_step = jax.jit(self._eval_step)
-        self._generate = jax.jit(self._generate_impl, static_argnames=("n_samples",))
+        self.mesh_sharding = MeshSharding.from_config(config)
+        if self.mesh_sharding is None:
+            self.train_step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]] = jax.jit(
+                self._train_step, donate_argnums=0
+            )
+            self.eval_step = jax.jit(self._eval_step)
+            self._generate = jax.jit(self._generate_impl, static_argnames=("n_samples",))
+        else:
+            ms = self.mesh_sharding
+            abstract = jax.eval_shape(self._fresh_state, params, rest, jax.random.PRNGKey(0))
+            self.state_sharding = ms.state_shardings(abstract)
+            sh = self.state_sharding
+            _log.info("training with %s", ms.describe())
+            self.train_step = ShardedStep(
+                jax.jit(self._train_step, donate_argnums=0, in_shardings=(sh, ms.batch_sharding),
+                        out_shardings=(sh, ms.replicated)),
+                ms,
+            )
+            # Evaluation batches may have any size: they are replicated, not split.
+            self.eval_step = jax.jit(self._eval_step, in_shardings=(sh.params, sh.rest, ms.replicated, ms.replicated),
+                                     out_shardings=ms.replicated)
+            self._generate = jax.jit(self._generate_impl, static_argnames=("n_samples",), out_shardings=ms.replicated)
         self._stop_reason: str | None = None
 
     # ----------------------------------------------------------------- state
@@ -102,18 +157,36 @@ class Trainer:
         """A fresh state from the model's initial parameters.
 
         The arrays are copies: the compiled step donates its input state, so a
-        state shared between calls would be deleted by the first one.
+        state shared between calls would be deleted by the first one. On a
+        mesh every array is placed with its sharding (each process copies
+        only the pieces its devices hold).
         """
-        params, rest = jax.tree.map(jnp.copy, self._initial)
         seed = self.config.seed if seed is None else seed
+        if self.mesh_sharding is None:
+            params, rest = jax.tree.map(jnp.copy, self._initial)
+            return self._fresh_state(params, rest, jax.random.PRNGKey(seed))
+        ms, sh = self.mesh_sharding, self.state_sharding
+        params, rest = ms.place(jax.device_get(self._initial), (sh.params, sh.rest))
+        rng = ms.place(np.asarray(jax.random.PRNGKey(seed)), sh.rng)
+        return jax.jit(self._fresh_state, out_shardings=sh)(params, rest, rng)
+
+    def _fresh_state(self, params, rest, rng) -> TrainState:
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             rest=rest,
-            opt_state=self.tx.init(params),
-            ema_params=jax.tree.map(jnp.copy, params) if self.config.ema_decay is not None else None,
-            rng=jax.random.PRNGKey(seed),
+            opt_state=self._init_opt_state(params),
+            ema_params=self._init_ema(params, rest) if self.config.ema_decay is not None else None,
+            rng=rng,
+            loss_scale=self.loss_scale.init() if self.loss_scale is not None else None,
         )
+
+    # Subclasses with several optimizers or a partial EMA (GANTrainer) override these two.
+    def _init_opt_state(self, params) -> Any:
+        return self.tx.init(params)
+
+    def _init_ema(self, params, rest) -> Any:
+        return jax.tree.map(jnp.copy, params)
 
     def model_from_state(self, state: TrainState, *, use_ema: bool = True) -> nnx.Module:
         """An evaluation-mode model holding the state's (EMA) parameters."""
@@ -124,15 +197,28 @@ class Trainer:
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
         conditioning = _conditioning(self.conditional, batch)
+        policy, scaler = self.policy, self.loss_scale
+        mixed = policy.is_mixed
 
         def loss_fn(params):
+            if mixed:  # float32 master weights, cast for the passes (Micikevicius et al. 2018)
+                params = jax.tree.map(policy.cast_to_compute, params)
             model = nnx.merge(self.graphdef, params, state.rest, copy=True)
-            outputs = model(batch["x"], rngs=nnx.Rngs(key), **conditioning)
+            x = policy.cast_to_compute(batch["x"]) if mixed else batch["x"]
+            outputs = model(x, rngs=nnx.Rngs(key), **conditioning)
+            if mixed:
+                outputs = jax.tree.map(policy.cast_to_output, outputs)
             metrics = model.loss_fn(batch, outputs)
             _, new_rest = nnx.split(model, nnx.Param, ...)[1:]
-            return metrics["loss"], (metrics, new_rest)
+            if mixed:  # running statistics keep their dtypes
+                new_rest = jax.tree.map(lambda new, old: new.astype(old.dtype), new_rest, state.rest)
+            loss = metrics["loss"] if scaler is None else scaler.scale(state.loss_scale, metrics["loss"])
+            return loss, (metrics, new_rest)
 
         (_, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if scaler is not None:
+            grads = scaler.unscale(state.loss_scale, grads)
+            finite = all_finite(grads)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = state.ema_params
@@ -144,8 +230,23 @@ class Trainer:
         metrics = dict(metrics)
         metrics["grad_norm"] = optax.global_norm(grads)
         metrics["learning_rate"] = self.schedule(state.step)
-        new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema_params=ema)
-        return new_state, metrics
+        loss_scale = state.loss_scale
+        if scaler is not None:
+            # An overflow step changes nothing but the scale (halved) and the step count.
+            def keep(new, old):
+                return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+            params, opt_state, ema, rest = keep((params, opt_state, ema, rest),
+                                                (state.params, state.opt_state, state.ema_params, state.rest))
+            loss_scale = scaler.adjust(state.loss_scale, finite)
+            metrics["grad_norm"] = jnp.where(finite, metrics["grad_norm"], 0.0)
+            metrics["grads_finite"] = finite.astype(jnp.float32)
+            metrics["loss_scale"] = state.loss_scale["scale"]
+        new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema_params=ema,
+                                  loss_scale=loss_scale)
+        # NaN guard (fit): a NaN/Inf loss, metric or gradient norm drops the whole update;
+        # the step (the data position) and the loss scale still advance.
+        return skip_nonfinite_update(metrics, new_state, state.replace(step=new_state.step, loss_scale=loss_scale))
 
     def _eval_step(self, params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         model = nnx.merge(self.eval_graphdef, params, rest, copy=True)
@@ -197,8 +298,28 @@ class Trainer:
         *,
         callbacks: Sequence[Any] = (),
         eval_batches: Callable[[], Iterable[Batch]] | None = None,
+        checkpointer: Any = None,
     ) -> TrainState:
         """Runs train steps from `state.step` to `config.num_steps`.
+
+        Non-finite steps: the compiled step drops the update of a step whose
+        loss, a metric or the gradient norm is NaN/Inf (only the step counter,
+        i.e. the data position, advances), so no state handed to the callbacks
+        holds NaN. The host learns of it at the next logging step (no sync per
+        step). With `config.max_bad_steps` None the run then stops with
+        NonFiniteLossError; with N the logs count `skipped_steps` (their other
+        metrics are means over the steps that were applied) and after N bad
+        steps in a row the parameters, optimizer state and EMA roll back to the
+        newest checkpoint written before the first of them, discarding the
+        checkpoints written since (they hold the parameters that failed). The
+        step counter does not roll back: training continues with the batches
+        and step keys that follow, so the batches of the bad stretch are not
+        replayed (the PaLM recipe, Chowdhery et al. 2022, arXiv:2204.02311,
+        Sec. 5.1: restart from an earlier checkpoint and skip the data around
+        the spike). The logs carry `rollbacks` (the count so far). The
+        optimizer's own update count, which drives its learning-rate schedule,
+        follows the applied updates, so after skips or a rollback it trails
+        `step` (the logged `learning_rate` is the schedule at `step`).
 
         Args:
           state: where to start (fresh or restored).
@@ -207,17 +328,22 @@ class Trainer:
             `on_step_end(trainer, step, state)`, `on_log(trainer, step, logs)`,
             `on_eval(trainer, step, logs)`, `on_train_end(trainer, step, state)`.
           eval_batches: returns a fresh pass over the evaluation set.
+          checkpointer: the `workshop.train.checkpointing.Checkpointer` to roll
+            back from (its `restore(target, before=..., set_aside_rejected=True)`
+            and `discard_from`).
 
         Returns:
           The final state. `stop_reason` tells whether the run was cut short.
 
         Raises:
-          NonFiniteLossError: a metric became NaN or Inf (names the step). The
-            state of that step is not handed to the callbacks, so no checkpoint
-            holds it.
+          NonFiniteLossError: with `max_bad_steps` None, a step went NaN/Inf
+            (names the step and the metric); with N, a rollback was due but
+            impossible (no checkpointer, no checkpoint before the bad steps,
+            or `max_rollbacks` used up).
         """
         cfg = self.config
         self._stop_reason = None
+        self._bad_in_a_row, self._first_bad, self._rollbacks = 0, 0, 0
         step = int(state.step)
         self._call(callbacks, "on_train_begin", self, state)
         pending: list[dict[str, jax.Array]] = []
@@ -231,30 +357,119 @@ class Trainer:
             step += 1
             pending.append(metrics)
             if step % cfg.log_every == 0 or step == cfg.num_steps:
-                logs = self._reduce(pending, first_step=step - len(pending) + 1)
+                state = self._log(state, pending, step, callbacks, checkpointer)
                 pending = []
-                self._call(callbacks, "on_log", self, step, logs)
             if eval_batches is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.num_steps):
                 self._call(callbacks, "on_eval", self, step, self.evaluate(state, eval_batches()))
             self._call(callbacks, "on_step_end", self, step, state)
         if pending:
-            self._call(callbacks, "on_log", self, step, self._reduce(pending, first_step=step - len(pending) + 1))
+            state = self._log(state, pending, step, callbacks, checkpointer)
         self._call(callbacks, "on_train_end", self, step, state)
         return state
 
-    @staticmethod
-    def _reduce(pending: list[dict[str, jax.Array]], *, first_step: int) -> dict[str, float]:
+    def _log(self, state: TrainState, pending, step: int, callbacks, checkpointer) -> TrainState:
+        """Reduces the pending metrics, handles skipped steps, calls `on_log`."""
+        first_step = step - len(pending) + 1
+        logs, skipped = self._reduce(pending, first_step=first_step)
+        if skipped is not None:
+            if self.config.max_bad_steps is not None:  # else `_reduce` raised at a bad step
+                state = self._count_bad_steps(state, skipped, first_step, checkpointer)
+            logs["rollbacks"] = self._rollbacks
+        self._call(callbacks, "on_log", self, step, logs)
+        return state
+
+    def _reduce(self, pending: list[dict[str, jax.Array]], *, first_step: int) -> tuple[dict[str, float], Any]:
+        """Host means of the pending steps' metrics, and their skipped flags (None without the NaN guard).
+
+        Raises NonFiniteLossError at the first non-finite value when the step
+        has no guard (a trainer whose step reports no `"skipped"`) or when
+        `max_bad_steps` is None.
+        """
         stacked = jax.device_get({k: jnp.stack([m[k] for m in pending]) for k in pending[0]})
-        for name in sorted(stacked, key=lambda n: n != "loss"):  # report the loss first
-            values = stacked[name]
-            bad = ~np.isfinite(values)
-            if bad.any():
-                at = first_step + int(np.argmax(bad))
-                raise NonFiniteLossError(
-                    f"metric {name!r} became {values[np.argmax(bad)]} at step {at}; "
-                    "training stopped (the last checkpoint holds the state before it)"
-                )
-        return {name: float(np.mean(values)) for name, values in stacked.items()}
+        skipped = stacked.pop("skipped", None)
+        applied = np.ones(len(pending), bool) if skipped is None else skipped == 0
+        if skipped is None or self.config.max_bad_steps is None:
+            for name in sorted(stacked, key=lambda n: n != "loss"):  # report the loss first
+                values = stacked[name]
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    at = int(np.argmax(bad))
+                    kept = "the step was skipped, so no state or checkpoint holds it" if skipped is not None else (
+                        "the last checkpoint holds the state before it")
+                    raise NonFiniteLossError(
+                        f"metric {name!r} became {values[at]} at step {first_step + at}; training stopped "
+                        f"({kept}; set training.max_bad_steps to skip such steps instead)"
+                    )
+        logs: dict[str, float] = {}
+        for name, values in stacked.items():
+            good = values[applied]
+            good = good[np.isfinite(good)]  # e.g. a gradient norm overflowing float32 with finite gradients
+            if good.size:
+                logs[name] = float(np.mean(good))
+        if skipped is not None:
+            logs["skipped_steps"] = int(np.sum(~applied))
+            return logs, ~applied
+        return logs, None
+
+    def _count_bad_steps(self, state: TrainState, skipped, first_step: int, checkpointer) -> TrainState:
+        """Tracks the bad steps in a row; rolls back once `max_bad_steps` of them happened in this window.
+
+        The decision does not depend on `log_every`: a run of N bad steps that
+        a good step ended before this logging step still rolls back.
+        """
+        limit, due = self.config.max_bad_steps, None
+        for i, bad in enumerate(skipped):
+            if not bad:
+                self._bad_in_a_row = 0
+                continue
+            if self._bad_in_a_row == 0:
+                self._first_bad = first_step + i
+            self._bad_in_a_row += 1
+            if self._bad_in_a_row >= limit and due is None:
+                due = (self._first_bad, first_step + i)
+        if skipped.any():
+            _log.warning(
+                "skipped %d step(s) with a NaN/Inf loss or gradient among steps %d-%d; %d in a row now "
+                "(training.max_bad_steps=%d)",
+                int(skipped.sum()), first_step, first_step + len(skipped) - 1, self._bad_in_a_row, limit,
+            )
+        if due is None:
+            return state
+        return self._roll_back(state, checkpointer, *due)
+
+    def _roll_back(self, state: TrainState, checkpointer, first_bad: int, last_bad: int) -> TrainState:
+        step = int(state.step)
+        failed = first_bad - 1  # the parameters that failed are those after this many steps
+        what = (f"{last_bad - first_bad + 1} steps in a row with a NaN/Inf loss or gradient "
+                f"(steps {first_bad}-{last_bad})")
+        if checkpointer is None:
+            raise NonFiniteLossError(f"{what}; no checkpointer to roll back to (pass fit(..., checkpointer=...))")
+        if self._rollbacks >= self.config.max_rollbacks:
+            raise NonFiniteLossError(
+                f"{what} after {self._rollbacks} rollback(s), training.max_rollbacks={self.config.max_rollbacks}: "
+                "the run keeps diverging; lower the learning rate, clip gradients or look for bad data"
+            )
+        try:
+            good, record = checkpointer.restore(state, before=failed, set_aside_rejected=True)
+        except FileNotFoundError as e:
+            raise NonFiniteLossError(
+                f"{what}; nothing to roll back to: {e}. Checkpoint more often (training.checkpoint_every), keep "
+                "more (training.keep_checkpoints) or allow more bad steps (training.max_bad_steps)"
+            ) from e
+        discarded = checkpointer.discard_from(failed)
+        self._rollbacks += 1
+        self._bad_in_a_row = 0
+        _log.warning(
+            "%s: rolled back to the checkpoint of step %d (rollback %d of at most %d); training continues at "
+            "step %d with the batches that follow%s",
+            what, int(record["step"]), self._rollbacks, self.config.max_rollbacks, step,
+            f"; deleted the checkpoints of steps {discarded}, which hold the parameters that failed"
+            if discarded else "",
+        )
+        # Orbax returns committed arrays while the unsharded step's outputs are
+        # uncommitted; a difference would compile the step again.
+        return jax.tree.map(lambda new, cur: new if cur.committed else jax.device_put(np.asarray(new)),
+                            good.replace(step=state.step), state)
 
     @staticmethod
     def _call(callbacks: Sequence[Any], hook: str, *args) -> None:

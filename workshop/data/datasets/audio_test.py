@@ -171,6 +171,24 @@ class AudioFolderTest(absltest.TestCase):
         with self.assertRaisesRegex(DatasetFormatError, r"x.wav: expected a WAV, FLAC or OGG audio file"):
             audio.AudioFolderDataset(root)
 
+    def test_bad_files_skipped_with_count(self):
+        root = self.create_tempdir().full_path
+        for name in ("a.wav", "b.wav", "c.wav"):
+            soundfile.write(os.path.join(root, name), _tone(0.1, 8000), 8000, subtype="PCM_16")
+        with open(os.path.join(root, "b.wav"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(root, "b.wav"), "wb") as f:
+            f.write(data[: len(data) // 2])  # Truncated.
+        with open(os.path.join(root, "d.flac"), "wb") as f:
+            f.write(b"fLaC" + bytes(100))  # Corrupt.
+        with self.assertRaisesRegex(DatasetFormatError, r"b.wav: expected a WAV, FLAC or OGG .*truncated"):
+            audio.AudioFolderDataset(root, sample_rate=8000)
+        dataset = audio.AudioFolderDataset(root, sample_rate=8000, skip_bad_files=True)
+        self.assertEqual([os.path.basename(p) for p, _ in dataset.skipped], ["b.wav", "d.flac"])
+        self.assertIn("truncated", dataset.skipped[0][1])
+        self.assertEqual([os.path.basename(str(p)) for p in dataset.paths], ["a.wav", "c.wav"])
+        np.testing.assert_allclose(dataset.audio[1], _tone(0.1, 8000), atol=1e-4)
+
 
 _ASTERISK = "/usr/share/asterisk/sounds/en_US_f_Allison/digits"
 

@@ -11,6 +11,10 @@ be cached; this layer keeps Flax's projections (`nnx.LinearGeneral`) and
 attention (`nnx.dot_product_attention`) and holds the cache as an explicit
 pytree, which also lets decoding run inside `lax.scan` without mutating modules.
 
+Attention dropout (on the attention weights, as in Vaswani et al. 2017,
+section 5.4) applies in training mode only: `model.eval()` sets
+`deterministic`, and cached decoding never drops.
+
 Shapes: activations `[B, T, D]`; cache keys and values `[B, max_length, H, D/H]`.
 """
 
@@ -54,10 +58,14 @@ class CausalSelfAttention(nnx.Module):
       num_heads: H (D must be divisible by H; D/H even for rotary positions).
       positions: "rotary" rotates queries and keys; "learned" leaves them (the
         model adds position embeddings to its inputs).
+      dropout_rate: dropout on the attention weights in training mode.
       rngs: `params` stream (or default).
     """
 
-    def __init__(self, features: int, num_heads: int, *, positions: PositionKind = "learned", rngs: nnx.Rngs):
+    def __init__(self, features: int, num_heads: int, *, positions: PositionKind = "learned",
+                 dropout_rate: float = 0.0, rngs: nnx.Rngs):
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
         if features % num_heads:
             raise ValueError(f"embed_dim ({features}) must be divisible by num_heads ({num_heads})")
         head_dim = features // num_heads
@@ -66,6 +74,8 @@ class CausalSelfAttention(nnx.Module):
         policy = get_precision_policy()
         kw = {"dtype": policy.compute_dtype, "param_dtype": policy.param_dtype, "rngs": rngs}
         self.num_heads, self.head_dim, self.rotary = num_heads, head_dim, positions == "rotary"
+        self.dropout_rate = float(dropout_rate)
+        self.deterministic = False  # as nnx.Dropout: model.eval() sets it, model.train() clears it
         self.qkv = nnx.LinearGeneral(features, (3, num_heads, head_dim), **kw)
         self.out = nnx.LinearGeneral((num_heads, head_dim), features, axis=(-2, -1), **kw)
 
@@ -76,12 +86,27 @@ class CausalSelfAttention(nnx.Module):
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)
         return q, k, v
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Full causal pass: `[B, T, D] -> [B, T, D]`."""
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None, deterministic: bool | None = None) -> jax.Array:
+        """Full causal pass: `[B, T, D] -> [B, T, D]`.
+
+        Args:
+          x: `[B, T, D]`.
+          rngs: its `dropout` stream (or default) draws the dropout mask when
+            dropping (training mode and `dropout_rate` > 0).
+          deterministic: overrides the mode (`self.deterministic`) when given.
+        """
         length = x.shape[1]
         q, k, v = self._project(x, jnp.arange(length))
         mask = nnx.make_causal_mask(jnp.ones((x.shape[0], length)))  # [B, 1, T, T]
-        return self.out(nnx.dot_product_attention(q, k, v, mask=mask))
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if self.dropout_rate == 0.0 or deterministic:
+            return self.out(nnx.dot_product_attention(q, k, v, mask=mask))
+        if rngs is None:
+            raise ValueError(f"attention dropout (rate {self.dropout_rate}) in training mode needs rngs=; "
+                             "call model.eval() for deterministic outputs")
+        out = nnx.dot_product_attention(q, k, v, mask=mask, dropout_rng=rngs.dropout(),
+                                        dropout_rate=self.dropout_rate, deterministic=False)
+        return self.out(out)
 
     def init_cache(self, batch_size: int, max_length: int, dtype=None) -> KVCache:
         """An empty cache for `max_length` positions."""

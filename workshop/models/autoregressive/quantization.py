@@ -20,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "check_sequence_length",
+    "check_token_array",
     "check_tokens",
     "image_to_levels",
     "levels_to_image",
@@ -117,6 +118,28 @@ def check_tokens(tokens: jax.Array, vocab_size: int, *, model_name: str = "this 
     return tokens.astype(jnp.int32)
 
 
+def check_token_array(tokens, vocab_size: int, *, max_length: int | None = None,
+                      model_name: str = "this model") -> None:
+    """Checks a whole host array of token ids `[N, T]` (e.g. a training set) before it is traced.
+
+    Inside a compiled train step the values are unknown, so an id outside the
+    vocabulary cannot be named there (it would only turn the loss into NaN);
+    this check runs on numpy, without a device transfer.
+
+    Raises:
+      ValueError: not `[N, T]`, T > `max_length`, float ids, or an id outside
+        `[0, vocab_size)`; the message names the first bad id and its index.
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"{model_name} expects token ids [N, T], got shape {tokens.shape}")
+    if max_length is not None:
+        check_sequence_length(tokens.shape[1], max_length, model_name=model_name)
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{model_name}: tokens must be integers, got dtype {tokens.dtype}")
+    _check_int_range(tokens, vocab_size, f"{model_name}: tokens (vocab_size {vocab_size})")
+
+
 def mu_law_encode(audio: jax.Array, num_levels: int = 256) -> jax.Array:
     """Waveform in [-1, 1] -> int32 mu-law codes in `[0, num_levels)`, mu = num_levels - 1.
 
@@ -127,7 +150,8 @@ def mu_law_encode(audio: jax.Array, num_levels: int = 256) -> jax.Array:
     mu = num_levels - 1
     x = jnp.clip(jnp.asarray(audio, jnp.float32), -1.0, 1.0)
     companded = jnp.sign(x) * jnp.log1p(mu * jnp.abs(x)) / jnp.log1p(float(mu))
-    return jnp.clip(jnp.round((companded + 1.0) / 2.0 * mu), 0, mu).astype(jnp.int32)
+    # Round half up, as workshop.data.datasets.audio.mu_law_encode, so both give the same codes.
+    return jnp.clip(jnp.floor((companded + 1.0) / 2.0 * mu + 0.5), 0, mu).astype(jnp.int32)
 
 
 def mu_law_decode(codes: jax.Array, num_levels: int = 256) -> jax.Array:

@@ -15,6 +15,11 @@ et al. 2020).
 p(x) = prod_t p(x_t | x_<t): `log_prob` is exact. `generate` decodes in one
 `lax.scan` with a key/value cache per layer, so each token costs one position
 (`use_cache=False` recomputes the whole prefix each step, for comparison).
+
+Dropout (`dropout_rate`, GPT-2's placement: on the input embeddings, the
+attention weights and each residual branch) is active in training mode only
+(the mode after `create_model`, and the trainer's train step, which passes
+`rngs`); `model.eval()`, `log_prob` and `generate` never drop.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pydantic
 from flax import nnx
 from pydantic import ConfigDict, Field, PositiveInt
@@ -53,26 +59,30 @@ class TransformerParameters(pydantic.BaseModel):
     max_length: PositiveInt | None = Field(None, description="longest sequence (default: the input's length)")
     positions: Literal["learned", "rotary"] = "learned"
     num_classes: PositiveInt | None = Field(None, description="class-conditional when set; labels in [0, n)")
+    dropout_rate: float = Field(0.0, ge=0.0, lt=1.0,
+                                description="embedding, attention and residual dropout in training mode")
 
 
 class _Block(nnx.Module):
-    """x + attn(LN(x)), then x + MLP(LN(x)): `[B, T, D] -> [B, T, D]`."""
+    """x + drop(attn(LN(x))), then x + drop(MLP(LN(x))): `[B, T, D] -> [B, T, D]`."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, positions: str, *, rngs: nnx.Rngs):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, positions: str, dropout_rate: float, *, rngs: nnx.Rngs):
         policy = get_precision_policy()
         kw = {"dtype": policy.compute_dtype, "param_dtype": policy.param_dtype, "rngs": rngs}
         self.norm1 = nnx.LayerNorm(dim, **kw)
-        self.attn = CausalSelfAttention(dim, heads, positions=positions, rngs=rngs)
+        self.attn = CausalSelfAttention(dim, heads, positions=positions, dropout_rate=dropout_rate, rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, **kw)
         self.mlp_in = nnx.Linear(dim, mlp_dim, **kw)
         self.mlp_out = nnx.Linear(mlp_dim, dim, **kw)
+        self.dropout = nnx.Dropout(dropout_rate)
 
     def _mlp(self, x):
         return self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x))))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x))
-        return x + self._mlp(x)
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None, deterministic: bool | None = None) -> jax.Array:
+        drop = lambda h: self.dropout(h, deterministic=deterministic, rngs=rngs)  # noqa: E731
+        x = x + drop(self.attn(self.norm1(x), rngs=rngs, deterministic=deterministic))
+        return x + drop(self._mlp(x))
 
     def decode(self, x: jax.Array, cache: KVCache, index: jax.Array) -> tuple[jax.Array, KVCache]:
         a, cache = self.attn.decode(self.norm1(x), cache, index)
@@ -122,8 +132,11 @@ class Transformer(nnx.Module):
             self.start = LabelEmbedding(self.num_classes, dim, rngs=rngs)
         else:
             self.start_token = nnx.Param(jax.random.normal(rngs.params(), (dim,), policy.param_dtype) * 0.02)
+        self.dropout_rate = float(p.dropout_rate)
+        self.embed_dropout = nnx.Dropout(p.dropout_rate)
         self.blocks = nnx.List([
-            _Block(dim, p.num_heads, p.mlp_dim or 4 * dim, p.positions, rngs=rngs) for _ in range(p.num_layers)
+            _Block(dim, p.num_heads, p.mlp_dim or 4 * dim, p.positions, p.dropout_rate, rngs=rngs)
+            for _ in range(p.num_layers)
         ])
         self.final_norm = nnx.LayerNorm(dim, **kw)
         self.head = nnx.Linear(dim, self.vocab_size, **kw)
@@ -146,6 +159,22 @@ class Transformer(nnx.Module):
         quantization.check_sequence_length(x.shape[1], self.max_length, model_name="transformer")
         return quantization.check_tokens(x, self.vocab_size, model_name="transformer")
 
+    def check_inputs(self, x) -> None:
+        """Checks a whole host data array `[N, ...]` (e.g. the training set) before training.
+
+        Token models: ids `[N, T]` with T <= `max_length`, in `[0, vocab_size)`
+        (see `quantization.check_token_array`); image models: the shape.
+
+        Raises:
+          ValueError: naming the first bad value and its index.
+        """
+        if self.image:
+            if tuple(np.shape(x)[1:]) != self.input_shape:
+                raise ValueError(f"transformer expects images [N, {', '.join(map(str, self.input_shape))}], "
+                                 f"got shape {tuple(np.shape(x))}")
+            return
+        quantization.check_token_array(x, self.vocab_size, max_length=self.max_length, model_name="transformer")
+
     def _start(self, labels: jax.Array | None, batch_size: int) -> jax.Array:
         if labels is not None:
             return self.start(labels)
@@ -161,25 +190,55 @@ class Transformer(nnx.Module):
             h = h + self.position_embed(jnp.arange(t))[None]
         return h
 
-    def transform(self, h: jax.Array) -> jax.Array:
-        """The causal stack on input embeddings: `[B, T, D] -> [B, T, vocab]` float32 logits."""
+    def transform(self, h: jax.Array, *, rngs: nnx.Rngs | None = None,
+                  deterministic: bool | None = None) -> jax.Array:
+        """The causal stack on input embeddings: `[B, T, D] -> [B, T, vocab]` float32 logits.
+
+        Args:
+          h: `[B, T, D]` input embeddings.
+          rngs: the `dropout` stream (or default), needed when dropping.
+          deterministic: True turns dropout off whatever the mode; None
+            follows the mode (`model.train()` / `model.eval()`).
+        """
+        if self.dropout_rate > 0.0 and rngs is None and not self._deterministic(deterministic):
+            raise ValueError(f"transformer with dropout_rate={self.dropout_rate} in training mode needs rngs= "
+                             "to draw dropout masks; call model.eval() for deterministic outputs")
+        h = self.embed_dropout(h, deterministic=deterministic, rngs=rngs)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, rngs=rngs, deterministic=deterministic)
         return self.head(self.final_norm(h)).astype(jnp.float32)
 
+    def _deterministic(self, deterministic: bool | None) -> bool:
+        return bool(self.embed_dropout.deterministic) if deterministic is None else deterministic
+
     # --------------------------------------------------------- training API
-    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None,
-                 labels: jax.Array | None = None) -> dict[str, jax.Array]:
-        """Teacher-forced pass: `logits` `[B, T, vocab]` and `tokens` `[B, T]`. `rngs` is unused."""
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None, labels: jax.Array | None = None,
+                 deterministic: bool | None = None) -> dict[str, jax.Array]:
+        """Teacher-forced pass: `logits` `[B, T, vocab]` and `tokens` `[B, T]`.
+
+        Args:
+          x: tokens `[B, T]` or images `[B, H, W, C]` (see the module docstring).
+          rngs: draws dropout masks in training mode (`dropout` stream or
+            default); unused when `dropout_rate` is 0 or in eval mode.
+          labels: `[B]` classes (conditional models).
+          deterministic: True disables dropout whatever the mode.
+        """
         tokens = self.tokens(x)
-        logits = self.transform(self.embed_inputs(tokens, self._labels(labels, tokens.shape[0])))
+        logits = self.transform(self.embed_inputs(tokens, self._labels(labels, tokens.shape[0])),
+                                rngs=rngs, deterministic=deterministic)
         return {"logits": logits, "tokens": tokens}
 
     def loss_fn(self, batch: dict[str, jax.Array], outputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        """`loss`: mean NLL in nats per example; `nll_bits_per_dim` (bits per token)."""
+        """`loss`: mean NLL in nats per example; `nll_bits_per_dim` (bits per token).
+
+        Token models also report `perplexity`, exp(nats per token) of the batch.
+        """
         nll = -self._log_prob(outputs)
         dims = outputs["tokens"].shape[1]
-        return {"loss": jnp.mean(nll), "nll_bits_per_dim": jnp.mean(nll) / (dims * jnp.log(2.0))}
+        metrics = {"loss": jnp.mean(nll), "nll_bits_per_dim": jnp.mean(nll) / (dims * jnp.log(2.0))}
+        if not self.image:
+            metrics["perplexity"] = jnp.exp(jnp.mean(nll) / dims)
+        return metrics
 
     @staticmethod
     def _log_prob(outputs):
@@ -188,8 +247,8 @@ class Transformer(nnx.Module):
 
     def log_prob(self, x: jax.Array, *, rngs: nnx.Rngs | None = None, num_samples: int | None = None,
                  labels: jax.Array | None = None) -> jax.Array:
-        """Exact log p(x): `[B, ...] -> [B]` nats. `rngs` and `num_samples` are ignored."""
-        return self._log_prob(self(x, labels=labels))
+        """Exact log p(x): `[B, ...] -> [B]` nats, without dropout. `rngs` and `num_samples` are ignored."""
+        return self._log_prob(self(x, labels=labels, deterministic=True))
 
     # ----------------------------------------------------------- decoding
     def init_cache(self, batch_size: int) -> list[KVCache]:
@@ -257,7 +316,7 @@ class Transformer(nnx.Module):
             tokens = tokens.T
         else:
             def step(tokens, t):
-                logits = self.transform(self.embed_inputs(tokens, labels))
+                logits = self.transform(self.embed_inputs(tokens, labels), deterministic=True)
                 token = draw(t, jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False))
                 return tokens.at[:, t].set(token), None
 

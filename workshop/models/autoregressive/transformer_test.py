@@ -77,6 +77,9 @@ class TransformerTest(parameterized.TestCase):
         model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
         model.head.bias[...] = jnp.zeros_like(model.head.bias[...])
         np.testing.assert_allclose(model.log_prob(_tokens(), num_samples=5), -_T * math.log(_V), rtol=1e-6)
+        metrics = model.loss_fn({"x": _tokens()}, model(_tokens()))
+        np.testing.assert_allclose(metrics["perplexity"], _V, rtol=1e-5)  # uniform over the vocabulary
+        np.testing.assert_allclose(metrics["nll_bits_per_dim"], math.log2(_V), rtol=1e-6)
 
     def test_images_as_pixel_sequences(self):
         model = _model((3, 2, 1), num_levels=4)
@@ -95,6 +98,37 @@ class TransformerTest(parameterized.TestCase):
         self.assertEqual(samples.shape, (2, 3, 2, 1))
         np.testing.assert_allclose(samples * 3, np.round(samples * 3), atol=1e-5)
 
+    def test_dropout_only_in_training_mode(self):
+        model = _model(dropout_rate=0.5)
+        tokens = _tokens(2)
+        reference = model(tokens, deterministic=True)["logits"]
+        # Training mode (after construction): masks come from rngs, so different keys differ, equal keys agree.
+        a, b = model(tokens, rngs=nnx.Rngs(1))["logits"], model(tokens, rngs=nnx.Rngs(2))["logits"]
+        self.assertGreater(float(jnp.abs(a - b).max()), 1e-3)
+        np.testing.assert_array_equal(a, model(tokens, rngs=nnx.Rngs(1))["logits"])
+        self.assertGreater(float(jnp.abs(a - reference).max()), 1e-3)
+        with self.assertRaisesRegex(ValueError, "dropout_rate=0.5 in training mode needs rngs="):
+            model(tokens)
+        # Only attention dropout: the masked attention weights still see the past only.
+        attn_only = _model(dropout_rate=0.5)
+        attn_only.set_attributes(nnx.Dropout, deterministic=True)
+        h = attn_only.embed_inputs(_tokens(1))
+        jac = jax.jacrev(lambda h: attn_only.transform(h, rngs=nnx.Rngs(3))[0].sum(-1))(h)  # [T, 1, T, D]
+        dep = np.abs(np.asarray(jac[:, 0])).sum(-1)
+        self.assertEqual(float(dep[~np.tril(np.ones((_T, _T), bool))].max()), 0.0)
+        self.assertGreater(float(jnp.abs(attn_only.transform(h, rngs=nnx.Rngs(3))
+                                         - attn_only.transform(h, deterministic=True)).max()), 1e-3)
+        # log_prob and generation never drop, in either mode.
+        np.testing.assert_allclose(model.log_prob(tokens), Transformer._log_prob({"logits": reference, "tokens": tokens}),
+                                   rtol=1e-6)
+        train_samples = model.generate(n_samples=2, rngs=nnx.Rngs(5), use_cache=False)
+        model.eval()
+        for _ in range(2):  # eval mode is deterministic without rngs
+            np.testing.assert_array_equal(model(tokens)["logits"], reference)
+        np.testing.assert_array_equal(model.generate(n_samples=2, rngs=nnx.Rngs(5)), train_samples)
+        model.train()
+        self.assertGreater(float(jnp.abs(model(tokens, rngs=nnx.Rngs(1))["logits"] - reference).max()), 1e-3)
+
     def test_bad_input_is_named(self):
         model = _model()
         with self.assertRaisesRegex(ValueError, "sequence length 9 exceeds max_length 8"):
@@ -111,6 +145,16 @@ class TransformerTest(parameterized.TestCase):
             Transformer(ModelConfiguration(model_type="transformer", input_shape=(4,)), rngs=nnx.Rngs(0))
         with self.assertRaisesRegex(ValueError, "top_p must lie in"):
             model.generate(n_samples=1, rngs=nnx.Rngs(0), top_p=1.5)
+        # A whole data set, checked on the host before training (jit cannot name a value).
+        data = np.zeros((100, _T), np.int32)
+        model.check_inputs(data)
+        data[73, 2] = -1
+        with self.assertRaisesRegex(ValueError, r"must lie in \[0, 11\); got -1 at index \(73, 2\)"):
+            model.check_inputs(data)
+        with self.assertRaisesRegex(ValueError, "sequence length 9 exceeds max_length 8"):
+            model.check_inputs(np.zeros((2, 9), np.int32))
+        with self.assertRaisesRegex(ValueError, r"token ids \[N, T\], got shape \(2, 8, 1\)"):
+            model.check_inputs(np.zeros((2, _T, 1), np.int32))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pydantic
 from flax import nnx
 from pydantic import ConfigDict, Field, PositiveInt
@@ -135,6 +136,23 @@ class WaveNet(nnx.Module):
                 idx = tuple(int(i) for i in jnp.argwhere(values > 1.0)[0])
                 raise ValueError(f"wavenet waveform values must lie in [-1, 1]; got {float(x[idx])} at index {idx}")
         return quantization.mu_law_encode(x, self.num_levels)
+
+    def check_inputs(self, x) -> None:
+        """Checks a whole host data array `[N, T]` (e.g. the training set) before training.
+
+        mu-law codes must be integers in `[0, num_levels)`; waveforms floats in
+        [-1, 1]. Raises a ValueError naming the first bad value and its index.
+        """
+        if not self.waveform:
+            quantization.check_token_array(x, self.num_levels, model_name="wavenet mu-law codes")
+            return
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"wavenet expects sequences [N, T], got shape {x.shape}")
+        bad = ~(np.abs(x) <= 1.0)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"wavenet waveform values must lie in [-1, 1]; got {float(x[idx])} at index {idx}")
 
     def _conditions(self, labels):
         if labels is None:

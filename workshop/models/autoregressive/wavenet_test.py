@@ -84,6 +84,12 @@ class WaveNetTest(absltest.TestCase):
             _model(input_format="waveform").log_prob(jnp.zeros((1, _T)).at[0, 2].set(1.5))
         with self.assertRaisesRegex(ValueError, "unconditional and takes no labels"):
             model.log_prob(_codes(1), labels=jnp.array([0]))
+        data = np.zeros((50, _T), np.int32)
+        data[41, 1] = 300
+        with self.assertRaisesRegex(ValueError, r"\[0, 256\); got 300 at index \(41, 1\)"):
+            model.check_inputs(data)
+        with self.assertRaisesRegex(ValueError, r"\[-1, 1\]; got -2.0 at index \(1, 0\)"):
+            _model(input_format="waveform").check_inputs(np.array([[0.0], [-2.0]], np.float32))
 
 
 if __name__ == "__main__":

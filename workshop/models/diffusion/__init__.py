@@ -3,6 +3,8 @@
 * "ddpm" (`DDPM`): Ho et al. 2020 with a U-Net or DiT denoiser, epsilon/x0/v
   prediction, linear/cosine/sigmoid schedules, min-SNR weighting, classifier-
   free guidance, four compiled samplers and a variational bound `log_prob`.
+* "ddpm_super_resolution" (`SuperResolutionDDPM`): a DDPM conditioned on a
+  low-resolution image; `super_resolve` upsamples a user's images with it.
 * `inpaint`: fills masked pixels of a user's images with any trained DDPM.
 """
 
@@ -14,6 +16,9 @@ from workshop.models.diffusion.samplers import SAMPLERS as SAMPLERS
 from workshop.models.diffusion.schedules import BETA_SCHEDULES as BETA_SCHEDULES
 from workshop.models.diffusion.schedules import NoiseSchedule as NoiseSchedule
 from workshop.models.diffusion.schedules import make_schedule as make_schedule
+from workshop.models.diffusion.super_resolution import SuperResolutionDDPM as SuperResolutionDDPM
+from workshop.models.diffusion.super_resolution import SuperResolutionParameters as SuperResolutionParameters
+from workshop.models.diffusion.super_resolution import super_resolve as super_resolve
 from workshop.models.diffusion.unet import UNet as UNet
 
 __all__ = [
@@ -24,6 +29,9 @@ __all__ = [
     "DiT",
     "NoiseSchedule",
     "SAMPLERS",
+    "SuperResolutionDDPM",
+    "SuperResolutionParameters",
     "UNet",
     "make_schedule",
+    "super_resolve",
 ]

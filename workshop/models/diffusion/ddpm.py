@@ -31,7 +31,7 @@ from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model, validate_parameters
 from workshop.models.diffusion import schedules
 from workshop.models.diffusion.dit import DiT
-from workshop.models.diffusion.samplers import check_sampler, run_sampler
+from workshop.models.diffusion.samplers import check_sampler, clip_x0, run_sampler
 from workshop.models.diffusion.unet import UNet
 from workshop.models.diffusion.vlb import variational_bound
 from workshop.models.layers import class_labels
@@ -243,13 +243,29 @@ class DDPM(nnx.Module):
         """
         labels, sampler, steps, w = self.sampling_options(labels=labels, batch=n_samples, sampler=sampler,
                                                           steps=steps, guidance_scale=guidance_scale)
+        denoise = self.denoiser(labels=labels, guidance_scale=w, condition=condition)
+        if self.clip_denoised:
+            denoise = clip_x0(denoise, self.schedule)
+        x = self.sample_with(denoise, n_samples=n_samples, rngs=rngs, sampler=sampler, steps=steps,
+                             eta=self.eta if eta is None else eta)
+        return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+    def sample_with(self, denoise, *, n_samples: int, rngs: nnx.Rngs, sampler: str, steps: int,
+                    eta: float) -> jax.Array:
+        """Runs a validated sampler with a given denoiser from this model's prior draws.
+
+        Args:
+          denoise: `(x_t [B, H, W, C], t [B]) -> (x0_hat, eps_hat)` in the [-1, 1]
+            data scale, any clipping or projection already applied.
+          n_samples: B; sample i depends only on rngs' key and i.
+
+        Returns:
+          `[B, H, W, C]` samples in the [-1, 1] scale, unclipped.
+        """
         key = rngs.sample()
         pairs = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i)))(jnp.arange(n_samples))
         x_T = jax.vmap(lambda k: jax.random.normal(k, self.input_shape))(pairs[:, 0])
-        x = run_sampler(self.denoiser(labels=labels, guidance_scale=w, condition=condition), self.schedule, x_T,
-                        pairs[:, 1], sampler=sampler, steps=steps, eta=self.eta if eta is None else eta,
-                        clip_denoised=self.clip_denoised)
-        return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+        return run_sampler(denoise, self.schedule, x_T, pairs[:, 1], sampler=sampler, steps=steps, eta=eta)
 
     # ----------------------------------------------------------- likelihood
     def log_prob(self, x: jax.Array, *, rngs: nnx.Rngs, num_samples: int | None = None,

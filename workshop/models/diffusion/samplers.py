@@ -45,6 +45,7 @@ __all__ = [
     "discrete_step",
     "discrete_tables",
     "karras_sigmas",
+    "map_x0",
     "per_example_normal",
     "respaced_timesteps",
     "run_sampler",
@@ -183,17 +184,26 @@ def run_sampler(
     return x
 
 
-def clip_x0(denoise: DenoiseFn, schedule: NoiseSchedule) -> DenoiseFn:
-    """Wraps a denoiser so x0_hat is clipped to [-1, 1] and eps_hat recomputed to match."""
+def map_x0(denoise: DenoiseFn, schedule: NoiseSchedule, fn: Callable[[jax.Array], jax.Array]) -> DenoiseFn:
+    """Wraps a denoiser so x0_hat becomes `fn(x0_hat)` and eps_hat is recomputed to match.
 
-    def clipped(x, t):
+    Args:
+      fn: `[B, ...] -> [B, ...]`, e.g. a clip or a projection onto known data.
+    """
+
+    def mapped(x, t):
         x0, _ = denoise(x, t)
         alpha, sigma = schedule.alpha_sigma(t)
-        x0 = jnp.clip(x0.astype(jnp.float32), -1.0, 1.0)
+        x0 = fn(x0.astype(jnp.float32))
         shape = (-1,) + (1,) * (x.ndim - 1)
         return x0, (x - alpha.reshape(shape) * x0) / sigma.reshape(shape)
 
-    return clipped
+    return mapped
+
+
+def clip_x0(denoise: DenoiseFn, schedule: NoiseSchedule) -> DenoiseFn:
+    """Wraps a denoiser so x0_hat is clipped to [-1, 1] and eps_hat recomputed to match."""
+    return map_x0(denoise, schedule, lambda x0: jnp.clip(x0, -1.0, 1.0))
 
 
 def discrete_step(name: str, x: jax.Array, x0: jax.Array, eps: jax.Array, z: jax.Array, abar_t: jax.Array,

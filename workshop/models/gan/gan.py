@@ -16,7 +16,13 @@ alternating updates. The registered model types differ in their defaults:
 
 Every type becomes class-conditional with `num_classes` (label embedding in
 the generator, projection discriminator of Miyato & Koyama 2018,
-arXiv:1802.05637). `generate` draws z ~ N(0, I), optionally truncated to
+arXiv:1802.05637). Conv players are batch-normalised as in DCGAN unless
+something forbids it (`generator_norm`, `discriminator_norm`: a critic with a
+gradient penalty or R1 refuses batch norm; "layer" is its substitute). Batch
+norm follows NNX's modes: a freshly built model is in training mode (batch
+statistics); call `model.eval()` before sampling by hand so that samples use
+the running averages and do not depend on each other (the trainer's
+`generate` and `model_from_state` do this). `generate` draws z ~ N(0, I), optionally truncated to
 [-truncation, truncation] (Brock, Donahue & Simonyan 2018, "BigGAN",
 arXiv:1809.11096); `interpolate` walks the latent space along a great circle
 (White 2016, "Sampling Generative Networks", arXiv:1609.04468).
@@ -67,6 +73,12 @@ class GANParameters(pydantic.BaseModel):
         1.0, description="discriminator learning rate / generator learning rate (TTUR, Heusel et al. 2017)")
     output_activation: Literal["auto", "unit_interval", "tanh", "none"] = Field(
         "auto", description="generator output; auto: [0, 1] for images, none for vectors")
+    generator_norm: Literal["auto", "none", "batch"] = Field(
+        "auto", description="generator normalisation; auto: batch norm for the conv backbone (DCGAN), none for MLPs")
+    discriminator_norm: Literal["auto", "none", "batch", "layer"] = Field(
+        "auto", description="discriminator normalisation; auto: batch norm for a conv discriminator without "
+                            "gradient penalty, R1 or spectral norm (DCGAN), none otherwise; 'layer' is the "
+                            "WGAN-GP critic's substitute")
 
 
 class DCGANParameters(GANParameters):
@@ -98,6 +110,24 @@ class HingeGANParameters(GANParameters):
     """`parameters` of "hinge-gan": the hinge loss."""
 
     loss: Literal["non-saturating", "wasserstein", "hinge", "least-squares"] = "hinge"
+
+
+def _resolve_norms(p: GANParameters, backbone: str, model_type: str) -> tuple[str, str]:
+    """The players' normalisations after "auto"; batch norm in a penalised critic is an error."""
+    g_norm = p.generator_norm
+    if g_norm == "auto":
+        g_norm = "batch" if backbone == "conv" else "none"
+    d_norm = p.discriminator_norm
+    penalised = p.gp_weight > 0 or p.r1_weight > 0
+    if d_norm == "auto":
+        d_norm = "batch" if backbone == "conv" and not (penalised or p.spectral_norm) else "none"
+    if d_norm == "batch" and penalised:
+        raise ValueError(
+            f"model_type {model_type!r}: parameters.discriminator_norm='batch' cannot be combined with "
+            f"gp_weight={p.gp_weight} / r1_weight={p.r1_weight}: the gradient penalty and R1 penalise each "
+            "example's own input gradient, which batch statistics mix across the batch (Gulrajani et al. 2017, "
+            "section 4); use discriminator_norm='layer' or 'none'")
+    return g_norm, d_norm
 
 
 @register_model("dcgan", family="gan", parameters=DCGANParameters,
@@ -138,11 +168,12 @@ class GAN(nnx.Module):
         if activation == "auto":
             activation = "unit_interval" if len(self.input_shape) == 3 else "none"
         assert activation in OUTPUT_ACTIVATIONS
+        g_norm, d_norm = _resolve_norms(p, backbone, config.model_type)
         self.generator = Generator(self.input_shape, self.latent_dim, config.decoder_features, backbone=backbone,
-                                   output_activation=activation, num_classes=p.num_classes, rngs=rngs)
+                                   output_activation=activation, num_classes=p.num_classes, norm=g_norm, rngs=rngs)
         self.discriminator = Discriminator(self.input_shape, config.encoder_features, backbone=backbone,
                                            spectral_norm=self.spectral_norm, num_classes=p.num_classes,
-                                           power_iterations=p.power_iterations, rngs=rngs)
+                                           power_iterations=p.power_iterations, norm=d_norm, rngs=rngs)
 
     # ------------------------------------------------------------ players
     def check_labels(self, labels: Any, batch_size: int) -> jax.Array | None:
@@ -198,7 +229,11 @@ class GAN(nnx.Module):
         labels = self.check_labels(labels, x.shape[0])
         z = jax.random.normal(rngs.sample(), (x.shape[0], self.latent_dim))
         fake = self.generator(z, labels)
-        scores = self.discriminator(jnp.concatenate([x.astype(jnp.float32), fake]),
+        x = x.astype(jnp.float32)
+        if self.discriminator.norm == "batch":  # as in GANTrainer: separate batch statistics per half
+            return {"real_scores": self.discriminator(x, labels), "fake_scores": self.discriminator(fake, labels),
+                    "fake": fake}
+        scores = self.discriminator(jnp.concatenate([x, fake]),
                                     None if labels is None else jnp.concatenate([labels, labels]))
         return {"real_scores": scores[: x.shape[0]], "fake_scores": scores[x.shape[0]:], "fake": fake}
 

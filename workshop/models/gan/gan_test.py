@@ -112,6 +112,24 @@ class ConditionalTest(absltest.TestCase):
         np.testing.assert_allclose(model.discriminate(x, labels=y2) - model.discriminate(x, labels=y0),
                                    phi @ (emb[2] - emb[0]), rtol=1e-4, atol=1e-5)
 
+    def test_labels_reach_the_generator(self):
+        model = _image_gan("dcgan", num_classes=5)
+        model.eval()
+        z = jax.random.normal(jax.random.PRNGKey(0), (3, 4))
+        labels = jnp.array([1, 3, 3])
+        graphdef, params, rest = nnx.split(model.generator, nnx.Param, ...)
+
+        def total(params):
+            return jnp.sum(nnx.merge(graphdef, params, rest)(z, labels))
+
+        table = jax.grad(total)(params)["label_embedding"]["embed"]["embedding"][...]
+        used = np.abs(np.asarray(table)).sum(axis=1) > 0
+        np.testing.assert_array_equal(used, [False, True, False, True, False])
+        with self.assertRaisesRegex(ValueError, r"labels must lie in \[0, 5\)"):
+            model.generate(n_samples=2, rngs=nnx.Rngs(0), labels=jnp.array([0, 5]))
+        with self.assertRaisesRegex(ValueError, "labels"):
+            model.generate(n_samples=2, rngs=nnx.Rngs(0), labels=jnp.array([0.5, 1.0]))
+
     def test_labels_are_required_and_checked(self):
         model = _vector_gan("dcgan", num_classes=3)
         self.assertEqual(model.num_classes, 3)
@@ -123,6 +141,84 @@ class ConditionalTest(absltest.TestCase):
         b = model.generate(n_samples=2, rngs=nnx.Rngs(0), labels=jnp.array([2, 1]))
         self.assertFalse(np.allclose(a[0], b[0]))
         np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+
+
+def _image_gan(model_type="dcgan", **parameters):
+    config = ModelConfiguration(model_type=model_type, input_shape=(8, 8, 1), latent_dim=4, backbone_type="conv",
+                                encoder_features=[4, 6], decoder_features=[6, 4], parameters=parameters)
+    return GAN(config, rngs=nnx.Rngs(0))
+
+
+class NormalisationTest(parameterized.TestCase):
+    @parameterized.parameters(
+        ("dcgan", "conv", {}, "batch", "batch"),       # Radford et al. 2015: batch norm in both players
+        ("wgan-gp", "conv", {}, "batch", "none"),      # the penalised critic takes no batch norm
+        ("sngan", "conv", {}, "batch", "none"),
+        ("dcgan", "conv", {"r1_weight": 1.0}, "batch", "none"),
+        ("wgan-gp", "conv", {"discriminator_norm": "layer"}, "batch", "layer"),
+        ("dcgan", "mlp", {}, "none", "none"),
+    )
+    def test_auto_norms(self, model_type, backbone, parameters, g_norm, d_norm):
+        config = ModelConfiguration(model_type=model_type, input_shape=(8, 8, 1), latent_dim=4, backbone_type=backbone,
+                                    encoder_features=[4, 6], decoder_features=[6, 4], parameters=parameters)
+        model = GAN(config, rngs=nnx.Rngs(0))
+        self.assertEqual((model.generator.norm, model.discriminator.norm), (g_norm, d_norm))
+
+    def test_penalised_critic_refuses_batch_norm(self):
+        for model_type, parameters in (("wgan-gp", {}), ("dcgan", {"r1_weight": 1.0})):
+            with self.assertRaisesRegex(ValueError, "discriminator_norm='batch' cannot be combined with gp_weight"):
+                _image_gan(model_type, discriminator_norm="batch", **parameters)
+        with self.assertRaisesRegex(ValueError, "discriminator norm 'batch' is implemented for the conv backbone only"):
+            _vector_gan("dcgan", discriminator_norm="batch")
+        with self.assertRaisesRegex(ValueError, "generator_norm"):
+            _image_gan("dcgan", generator_norm="layer")
+
+    def test_discriminator_batch_norm_train_and_eval(self):
+        model = _image_gan("dcgan")
+        d = model.discriminator
+        x = jax.random.uniform(jax.random.PRNGKey(0), (6, 8, 8, 1))
+        model.train()
+        scores = d(x)
+        # Training mode: the second convolution's output is normalised with this batch's
+        # statistics, and the running averages move by (1 - momentum) towards them.
+        a = d.layers[1](jax.nn.leaky_relu(d.layers[0](x), 0.2))
+        mean, var = jnp.mean(a, axis=(0, 1, 2)), jnp.var(a, axis=(0, 1, 2))
+        np.testing.assert_allclose(d.norms[1].mean[...], 0.1 * mean, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(d.norms[1].var[...], 0.9 + 0.1 * var, rtol=1e-4, atol=1e-6)
+        h = jax.nn.leaky_relu((a - mean) / jnp.sqrt(var + 1e-5), 0.2).reshape(6, -1)
+        np.testing.assert_allclose(scores, (h @ d.head.kernel[...] + d.head.bias[...])[:, 0], rtol=1e-4, atol=1e-5)
+        # ... so a score depends on the rest of the batch.
+        self.assertFalse(np.allclose(d(x[:2]), scores[:2], atol=1e-4))
+        # Evaluation mode: the running averages, each example on its own, statistics frozen.
+        model.eval()
+        frozen = jax.tree.map(np.asarray, nnx.state(d, nnx.BatchStat))
+        full = d(x)
+        np.testing.assert_allclose(d(x[:2]), full[:2], rtol=1e-5, atol=1e-6)
+        h = jax.nn.leaky_relu((a - d.norms[1].mean[...]) / jnp.sqrt(d.norms[1].var[...] + 1e-5), 0.2).reshape(6, -1)
+        np.testing.assert_allclose(full, (h @ d.head.kernel[...] + d.head.bias[...])[:, 0], rtol=1e-4, atol=1e-5)
+        jax.tree.map(np.testing.assert_array_equal, frozen, jax.tree.map(np.asarray, nnx.state(d, nnx.BatchStat)))
+
+    def test_generator_batch_norm_train_and_eval(self):
+        model = _image_gan("dcgan")
+        g = model.generator
+        z = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+        model.train()
+        g(z)
+        stem = g.net.stem(z)  # [5, 2 * 2 * 6]: the projection to the smallest map
+        np.testing.assert_allclose(g.norms[0].mean[...], 0.1 * jnp.mean(stem.reshape(5, 2, 2, 6), axis=(0, 1, 2)),
+                                   rtol=1e-4, atol=1e-6)
+        self.assertFalse(np.allclose(g(z[:2]), g(z)[:2], atol=1e-4))
+        model.eval()
+        np.testing.assert_allclose(g(z[:2]), g(z)[:2], rtol=1e-5, atol=1e-6)
+
+    def test_layer_norm_critic_scores_each_example_alone(self):
+        model = _image_gan("wgan-gp", discriminator_norm="layer")
+        model.train()
+        x = jax.random.uniform(jax.random.PRNGKey(0), (6, 8, 8, 1))
+        np.testing.assert_allclose(model.discriminator(x[:2]), model.discriminator(x)[:2], rtol=1e-5, atol=1e-6)
+        # The gradient penalty's per-example gradients: example 0's score ignores example 1.
+        grads = jax.grad(lambda v: model.discriminator(v)[0])(x)
+        self.assertEqual(float(jnp.abs(grads[1:]).max()), 0.0)
 
 
 class SamplingTest(absltest.TestCase):

@@ -4,17 +4,26 @@
   "Unsupervised Representation Learning with Deep Convolutional Generative
   Adversarial Networks" (arXiv:1511.06434): a linear projection of z to a small
   feature map, stride-2 transposed convolutions with ReLU up to the image size,
-  and a bounded output. It is the shared `ConvDecoder` of
-  `workshop.models.layers`.
+  and a bounded output. Its layers are the shared `ConvDecoder` of
+  `workshop.models.layers`; with `norm="batch"` a batch normalisation (Ioffe &
+  Szegedy 2015, arXiv:1502.03167) follows the projection and every upsampling,
+  before the ReLU, as in the paper.
 * Convolutional discriminator: stride-2 4x4 convolutions with LeakyReLU(0.2),
   no pooling, a linear score; MLP discriminator: dense layers with LeakyReLU.
   Both optionally spectrally normalised (Miyato et al. 2018, arXiv:1802.05957)
   and optionally class-conditional through a projection (Miyato & Koyama 2018,
   "cGANs with Projection Discriminator", arXiv:1802.05637):
-  D(x, y) = psi(phi(x)) + <embed(y), phi(x)>.
-  No batch normalisation in the discriminator: the gradient penalty and R1
-  need examples scored independently (Gulrajani et al. 2017, section 4).
+  D(x, y) = psi(phi(x)) + <embed(y), phi(x)>. The conv discriminator takes
+  `norm="batch"` (DCGAN: every convolution but the first) or `norm="layer"`
+  (over H, W, C of each example: the critic of Gulrajani et al. 2017,
+  arXiv:1704.00028, section 4, where batch normalisation is ruled out because
+  the gradient penalty and R1 need examples scored independently; `GAN`
+  refuses that combination).
 * Conditional generators concatenate a learned label embedding to z.
+
+Batch normalisation follows NNX's modes: after `model.train()` it normalises
+with the batch's statistics and updates the running averages (`BatchStat`
+variables), after `model.eval()` it uses the running averages.
 """
 
 from __future__ import annotations
@@ -30,10 +39,29 @@ from workshop.core.device_manager import get_precision_policy
 from workshop.models.gan.spectral_norm import SpectralNormConv, SpectralNormLinear
 from workshop.models.layers import MLP, ConvDecoder, LabelEmbedding
 
-__all__ = ["Discriminator", "Generator", "OUTPUT_ACTIVATIONS"]
+__all__ = ["Discriminator", "Generator", "GENERATOR_NORMS", "DISCRIMINATOR_NORMS", "OUTPUT_ACTIVATIONS"]
 
 _LABEL_FEATURES = 32
 _LEAKY_SLOPE = 0.2
+# Running averages over ~10 steps (PyTorch's default): the players change fast.
+_BN_MOMENTUM = 0.9
+
+GENERATOR_NORMS = ("none", "batch")
+DISCRIMINATOR_NORMS = ("none", "batch", "layer")
+
+
+def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    policy = get_precision_policy()
+    return nnx.BatchNorm(features, momentum=_BN_MOMENTUM, dtype=policy.compute_dtype,
+                         param_dtype=policy.param_dtype, rngs=rngs)
+
+
+def _check_norm(norm: str, allowed: Sequence[str], backbone: str, player: str) -> None:
+    if norm not in allowed:
+        raise ValueError(f"{player} norm {norm!r} is unknown; known: {', '.join(allowed)}")
+    if norm != "none" and backbone != "conv":
+        raise ValueError(f"{player} norm {norm!r} is implemented for the conv backbone only; "
+                         f"backbone {backbone!r} takes norm 'none'")
 
 
 def _leaky_relu(x: jax.Array) -> jax.Array:
@@ -63,11 +91,14 @@ class Generator(nnx.Module):
       backbone: "mlp" or "conv" (conv needs `(H, W, C)`).
       output_activation: a key of `OUTPUT_ACTIVATIONS`.
       num_classes: None for an unconditional generator.
+      norm: "none", or "batch" (conv backbone) for DCGAN's batch
+        normalisation before every ReLU.
       rngs: `params` stream (or default).
     """
 
     def __init__(self, output_shape: Sequence[int], latent_dim: int, features: Sequence[int], *, backbone: str,
-                 output_activation: str, num_classes: int | None = None, rngs: nnx.Rngs):
+                 output_activation: str, num_classes: int | None = None, norm: str = "none", rngs: nnx.Rngs):
+        _check_norm(norm, GENERATOR_NORMS, backbone, "generator")
         self.output_shape = tuple(int(s) for s in output_shape)
         self.latent_dim = int(latent_dim)
         self.output_activation = output_activation
@@ -80,6 +111,18 @@ class Generator(nnx.Module):
                                    rngs=rngs)
         else:
             self.net = MLP(in_features, features, math.prod(self.output_shape), activation=nnx.relu, rngs=rngs)
+        self.norm = norm
+        # One normalisation after the projection and after each upsampling of the ConvDecoder.
+        self.norms = nnx.List([_batch_norm(int(f), rngs) for f in (features[0], *features)] if norm == "batch" else [])
+
+    def _normalised_conv(self, h: jax.Array) -> jax.Array:
+        # The ConvDecoder's layers with a batch norm before each ReLU (Radford et al. 2015, section 3).
+        net = self.net
+        x = self.norms[0](net.stem(h).reshape(h.shape[0], *net.stem_shape))
+        x = nnx.relu(x)
+        for up, norm, (hh, ww) in zip(net.upsamples, self.norms[1:], net.stage_sizes[1:]):
+            x = nnx.relu(norm(up(x)[:, :hh, :ww, :]))
+        return net.head(x)
 
     def __call__(self, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """`[B, latent_dim]` (and `[B]` int labels) -> `[B, *output_shape]` float32."""
@@ -87,7 +130,8 @@ class Generator(nnx.Module):
         if self.label_embedding is not None:
             emb = self.label_embedding(labels)
             h = jnp.concatenate([z.astype(emb.dtype), emb], axis=-1)
-        out = self.net(h).astype(jnp.float32).reshape(z.shape[0], *self.output_shape)
+        out = self._normalised_conv(h) if self.norm == "batch" else self.net(h)
+        out = out.astype(jnp.float32).reshape(z.shape[0], *self.output_shape)
         return OUTPUT_ACTIVATIONS[self.output_activation](out)
 
 
@@ -101,12 +145,17 @@ class Discriminator(nnx.Module):
       spectral_norm: normalise every weight by its spectral norm.
       num_classes: None, or the class count of a projection discriminator.
       power_iterations: power iterations per call of each normalised layer.
+      norm: "none"; for the conv backbone also "batch" (after every
+        convolution but the first, DCGAN) or "layer" (over `[H, W, C]` of
+        each example, after every convolution but the first).
       rngs: `params` stream (or default).
     """
 
     def __init__(self, input_shape: Sequence[int], features: Sequence[int], *, backbone: str,
                  spectral_norm: bool = False, num_classes: int | None = None, power_iterations: int = 1,
-                 rngs: nnx.Rngs):
+                 norm: str = "none", rngs: nnx.Rngs):
+        _check_norm(norm, DISCRIMINATOR_NORMS, backbone, "discriminator")
+        self.norm = norm
         policy = get_precision_policy()
         dtypes = dict(dtype=policy.compute_dtype, param_dtype=policy.param_dtype)
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -131,13 +180,24 @@ class Discriminator(nnx.Module):
             chans = (self.input_shape[-1], *features)
             self.layers = nnx.List([conv(a, b) for a, b in zip(chans[:-1], chans[1:])])
             h, w = self.input_shape[:2]
+            sides = []
             for _ in features:
                 h, w = (h + 1) // 2, (w + 1) // 2
+                sides.append((h, w))
             self.feature_size = h * w * features[-1]
+            # DCGAN leaves the first layer unnormalised (Radford et al. 2015, section 3).
+            if norm == "batch":
+                self.norms = nnx.List([None] + [_batch_norm(f, rngs) for f in features[1:]])
+            elif norm == "layer":
+                self.norms = nnx.List([None] + [
+                    nnx.LayerNorm(f, reduction_axes=(-3, -2, -1), feature_axes=-1, rngs=rngs, **dtypes)
+                    for f in features[1:]])
         else:
             sizes = (math.prod(self.input_shape), *features)
             self.layers = nnx.List([dense(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
             self.feature_size = features[-1]
+        if norm == "none":
+            self.norms = nnx.List([None] * len(features))
         self.head = dense(self.feature_size, 1)
         self.projection = nnx.data(
             None if num_classes is None else nnx.Embed(int(num_classes), self.feature_size, **dtypes, rngs=rngs))
@@ -145,8 +205,9 @@ class Discriminator(nnx.Module):
     def features(self, x: jax.Array) -> jax.Array:
         """phi(x): `[B, *input_shape] -> [B, feature_size]`."""
         h = x if self.backbone == "conv" else x.reshape(x.shape[0], -1)
-        for layer in self.layers:
-            h = _leaky_relu(layer(h))
+        for layer, norm in zip(self.layers, self.norms):
+            h = layer(h)
+            h = _leaky_relu(h if norm is None else norm(h))
         return h.reshape(h.shape[0], -1)
 
     def __call__(self, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:

@@ -1,1 +1,68 @@
-"""ml_collections config files for //workshop/train:train, one per model."""
+"""ml_collections config files for //workshop/train:train, one per model.
+
+Every config file ends with `return with_defaults(config)`: the training and
+data sections then hold every field of `TrainingConfiguration` and
+`DataConfiguration` (a config file states only what it changes), so any field
+can be set from the command line, e.g. `--config.training.precision=bfloat16`
+or `--config.training.max_bad_steps=10`, even one whose default is None.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+
+import pydantic
+from ml_collections import config_dict
+
+from workshop.core.configuration import DataConfiguration, TrainingConfiguration
+
+__all__ = ["with_defaults"]
+
+_SCALARS = (bool, int, float, str)
+
+
+def _scalar_type(annotation: typing.Any) -> type | None:
+    """int for `PositiveInt | None`, str for `Literal["a", "b"]`; None for anything else."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if len(args) != 1:
+            return None
+        annotation = args[0]
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        annotation = type(typing.get_args(annotation)[0])
+    return annotation if annotation in _SCALARS else None
+
+
+def _fill(section: config_dict.ConfigDict, schema: type[pydantic.BaseModel]) -> None:
+    for name, field in schema.model_fields.items():
+        if name == "schema_version":
+            continue
+        if isinstance(field.annotation, type) and issubclass(field.annotation, pydantic.BaseModel):
+            if name not in section:
+                section[name] = config_dict.ConfigDict()
+            _fill(section[name], field.annotation)
+        elif name not in section:
+            default = field.get_default(call_default_factory=True)
+            if default is None:
+                kind = _scalar_type(field.annotation)
+                if kind is not None:
+                    section[name] = config_dict.placeholder(kind)
+            elif isinstance(default, _SCALARS):
+                section[name] = default
+
+
+def with_defaults(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """Adds the missing fields of `config.training` and `config.data` at their defaults.
+
+    None defaults become typed placeholders (`config_dict.placeholder(int)`), so
+    `--config.training.num_devices=8` type-checks and the value stays None
+    unless set. Fields already in the config are kept as they are.
+    """
+    for name, schema in (("training", TrainingConfiguration), ("data", DataConfiguration)):
+        if name not in config:
+            config[name] = config_dict.ConfigDict()
+        _fill(config[name], schema)
+    return config

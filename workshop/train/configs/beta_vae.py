@@ -1,6 +1,6 @@
 """beta-VAE (Higgins et al. 2017): the default VAE with the KL term weighted by beta=4."""
 
-from workshop.train.configs import vae
+from workshop.train.configs import vae, with_defaults
 
 
 def get_config():
@@ -8,4 +8,4 @@ def get_config():
     config.name = "beta_vae"
     config.model.model_type = "beta-vae"
     config.model.parameters.beta = 4.0
-    return config
+    return with_defaults(config)

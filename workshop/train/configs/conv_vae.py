@@ -8,7 +8,7 @@ meant for a GPU, or for a short run:
         --config.training.num_steps=500 --workdir=runs/conv_vae
 """
 
-from workshop.train.configs import vae
+from workshop.train.configs import vae, with_defaults
 
 
 def get_config():
@@ -24,4 +24,4 @@ def get_config():
     config.training.eval_every = 1000
     config.training.checkpoint_every = 500
     config.training.sample_every = 1000
-    return config
+    return with_defaults(config)

@@ -1,6 +1,6 @@
 """Conditional VAE (Sohn et al. 2015) on Fashion-MNIST labels; samples row by class."""
 
-from workshop.train.configs import vae
+from workshop.train.configs import vae, with_defaults
 
 
 def get_config():
@@ -9,4 +9,4 @@ def get_config():
     config.model.model_type = "cvae"
     config.model.parameters = dict(beta=1.0, reconstruction_loss="bernoulli", num_classes=10)
     config.training.num_samples = 100
-    return config
+    return with_defaults(config)

@@ -22,6 +22,8 @@ likelihoods. Sample grids land in <workdir>/samples.
 
 import ml_collections
 
+from workshop.train.configs import with_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -62,4 +64,4 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=64, binarize="none")
     config.eval = dict(final_eval=False)
-    return config
+    return with_defaults(config)

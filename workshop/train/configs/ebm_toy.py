@@ -23,6 +23,8 @@ chains vs 0.907 by integration on a grid). Samples (2-D histograms) land in
 
 import ml_collections
 
+from workshop.train.configs import with_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -65,4 +67,4 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="eight_gaussians", batch_size=128, eval_batch_size=500, binarize="none")
     config.eval = dict(likelihood_samples=256)
-    return config
+    return with_defaults(config)

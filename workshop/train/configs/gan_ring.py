@@ -24,6 +24,8 @@ some mode (a generator that collapsed onto one mode covers one).
 
 import ml_collections
 
+from workshop.train.configs import with_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -52,4 +54,4 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="eight_gaussians", batch_size=256, eval_batch_size=500, binarize="none")
     config.eval = dict(final_eval=False)
-    return config
+    return with_defaults(config)

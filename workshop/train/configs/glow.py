@@ -17,7 +17,7 @@ temperature 0.7: `model.generate(..., temperature=0.7)`.
         --workdir=runs/glow
 """
 
-from workshop.train.configs import realnvp
+from workshop.train.configs import realnvp, with_defaults
 
 
 def get_config():
@@ -26,4 +26,4 @@ def get_config():
     config.model.model_type = "glow"
     config.model.num_flows = 8
     config.model.parameters = dict(coupling_type="affine", hidden_channels=32, num_levels=2, logit_alpha=0.05)
-    return config
+    return with_defaults(config)

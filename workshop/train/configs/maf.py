@@ -13,6 +13,8 @@ picture is a 2-D histogram of 4096 model samples (two moons, thinly bridged).
 
 import ml_collections
 
+from workshop.train.configs import with_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -39,4 +41,4 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="two_moons", batch_size=256, eval_batch_size=1000, binarize="none")
     config.eval = dict(likelihood_samples=1)
-    return config
+    return with_defaults(config)

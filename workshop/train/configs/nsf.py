@@ -13,7 +13,7 @@ nats, 0.10 nats above the optimum; samples show the 8 squares with sharp edges.
     tools/bazel run //workshop/train:train -- --config=workshop/train/configs/nsf.py --workdir=runs/nsf
 """
 
-from workshop.train.configs import maf
+from workshop.train.configs import maf, with_defaults
 
 
 def get_config():
@@ -24,4 +24,4 @@ def get_config():
     config.model.parameters = dict(transform="coupling", num_bins=8, tail_bound=5.0, hidden_features=[64, 64])
     config.data.dataset = "checkerboard"
     config.training.optimizer.learning_rate = 1e-3
-    return config
+    return with_defaults(config)

@@ -20,6 +20,8 @@ and fragmentary at this budget.
 
 import ml_collections
 
+from workshop.train.configs import with_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -46,4 +48,4 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="fashion_mnist", batch_size=32, eval_batch_size=500, binarize="none")
     config.eval = dict(final_eval=True)
-    return config
+    return with_defaults(config)

@@ -18,6 +18,8 @@ raise `training.num_steps` (and `num_flows`, `hidden_channels`) on a GPU.
 
 import ml_collections
 
+from workshop.train.configs import with_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -44,4 +46,4 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="fashion_mnist", batch_size=32, eval_batch_size=500, binarize="none")
     config.eval = dict(likelihood_samples=1)
-    return config
+    return with_defaults(config)

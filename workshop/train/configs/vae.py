@@ -14,6 +14,8 @@ few fields.
 
 import ml_collections
 
+from workshop.train.configs import with_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -43,4 +45,4 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="fashion_mnist", batch_size=128, eval_batch_size=500, binarize="dynamic")
     config.eval = dict(likelihood_samples=100, test_binarize="fixed")
-    return config
+    return with_defaults(config)

@@ -1,6 +1,6 @@
 """VQ-VAE (van den Oord et al. 2017) with EMA codebook updates on grey-level Fashion-MNIST."""
 
-from workshop.train.configs import conv_vae
+from workshop.train.configs import conv_vae, with_defaults
 
 
 def get_config():
@@ -13,4 +13,4 @@ def get_config():
     )
     config.data.binarize = "none"
     config.eval.likelihood_samples = 1
-    return config
+    return with_defaults(config)

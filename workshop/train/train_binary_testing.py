@@ -1,0 +1,127 @@
+"""Test helpers: the real train binary (`python -m workshop.train.main`) as a subprocess on tiny data.
+
+The fault tests (fault_tolerance_test.py, nonfinite_test.py) signal, kill and
+corrupt real runs of the binary. The run they use is a small MLP VAE on a
+64-image IDX fixture with dynamic binarization (so the resumed Bernoulli
+stream is checked too): 4 steps per epoch, a few ms per step on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from workshop.data.idx import write_idx
+
+__all__ = ["RunLog", "checkpoint_steps", "train_records", "wait_until", "write_config", "write_fixture_dataset"]
+
+_CONFIG_TEMPLATE = '''"""A tiny VAE run for the fault tests (written by train_binary_testing.py)."""
+from workshop.train.configs import vae
+
+
+def get_config():
+    config = vae.get_config()
+    config.model.latent_dim = 4
+    config.model.encoder_features = [32]
+    config.model.decoder_features = [32]
+    config.training.update({training!r})
+    config.training.optimizer.warmup_steps = 2
+    config.data.update(batch_size=16, eval_batch_size=16, prefetch=0)
+    config.eval.final_eval = False
+    return config
+'''
+
+_TRAINING_DEFAULTS = dict(num_steps=40, log_every=1, eval_every=None, checkpoint_every=10, keep_checkpoints=2,
+                          sample_every=None, num_samples=4, progress_bar=False, tensorboard=False)
+
+
+def write_fixture_dataset(root: pathlib.Path, n_train: int = 64, n_test: int = 32) -> pathlib.Path:
+    """Fashion-MNIST-named IDX files of class-dependent blobs, uint8 `[N, 28, 28]`."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        centres = 6 + 1.6 * labels.astype(np.float64)
+        images = np.exp(-((yy[None] - centres[:, None, None]) ** 2 + (xx[None] - 14) ** 2) / 30.0) * 255
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images.astype(np.uint8))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def write_config(path: pathlib.Path, **training: Any) -> pathlib.Path:
+    """A config file: the tiny VAE with `training` fields over the test defaults."""
+    path.write_text(_CONFIG_TEMPLATE.format(training={**_TRAINING_DEFAULTS, **training}))
+    return path
+
+
+class RunLog:
+    """One run of the train binary; stderr goes to `<workdir>.stderr`."""
+
+    def __init__(self, config: pathlib.Path, workdir: pathlib.Path, data_dir: pathlib.Path, *,
+                 env: dict[str, str] | None = None, flags: tuple[str, ...] = ()):
+        self.workdir = pathlib.Path(workdir)
+        self.stderr_path = self.workdir.with_name(self.workdir.name + f".{time.time_ns()}.stderr")
+        child_env = {
+            **os.environ,
+            # The test's own import path, so the child finds workshop and its deps under Bazel too.
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # several processes may share one GPU
+            **(env or {}),
+        }
+        command = [sys.executable, "-m", "workshop.train.main", f"--config={config}", f"--workdir={workdir}",
+                   f"--data_dir={data_dir}", *flags]
+        with open(self.stderr_path, "w") as stderr:
+            self.process = subprocess.Popen(command, env=child_env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+    def wait(self, timeout: float = 300) -> int:
+        self.stdout, _ = self.process.communicate(timeout=timeout)
+        return self.process.returncode
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+
+def train_records(workdir: pathlib.Path) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """`({step: the last train record of that step}, every logged step in file order)`.
+
+    A line cut by `kill -9` (no newline yet) is skipped.
+    """
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    records, order = {}, []
+    if not path.exists():
+        return records, order
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("split") == "train":
+            records[record["step"]] = record
+            order.append(record["step"])
+    return records, order
+
+
+def wait_until(condition: Callable[[], bool], run: RunLog, *, timeout: float = 300, what: str = "") -> None:
+    """Polls `condition` every 10 ms while `run` is alive; fails if the run ends or time runs out first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if run.process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {run.process.returncode}) before {what}:\n{run.stderr[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+    """The finished checkpoints' steps (orbax's temporary directories excluded)."""
+    directory = pathlib.Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
