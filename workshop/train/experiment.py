@@ -255,13 +255,15 @@ def train_and_evaluate(
       The final state, the trainer, why training stopped early (or None), and
       the final test metrics (None when interrupted or disabled).
     """
-    if data_dir is not None and not isinstance(config, ExperimentConfig):
-        # Before validation: datasets read from files need data.data_dir.
-        raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-        config = {**raw, "data": {**raw.get("data", {}), "data_dir": data_dir}}
-    cfg = config if isinstance(config, ExperimentConfig) else parse_config(config)
-    if data_dir is not None:
-        cfg = dataclasses.replace(cfg, data=cfg.data.model_copy(update={"data_dir": data_dir}))
+    if isinstance(config, ExperimentConfig):
+        cfg = config
+        if data_dir is not None:
+            cfg = dataclasses.replace(cfg, data=cfg.data.model_copy(update={"data_dir": data_dir}))
+    else:
+        if data_dir is not None:  # Before validation: datasets read from files need data.data_dir.
+            raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+            config = {**raw, "data": {**raw.get("data", {}), "data_dir": data_dir}}
+        cfg = parse_config(config)
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
 
