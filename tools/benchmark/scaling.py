@@ -9,7 +9,9 @@ the cost of partitioning the step (collectives, smaller per-device matmuls),
 not a speed-up; on a multi-GPU machine the same command measures real
 scaling. For every device count n in `--devices` and parallelism "data" and
 "fsdp" it reports steps/s of the compiled train step on one device-resident
-global batch of the config's size, the state bytes each device holds, XLA's
+global batch of the config's size, the state bytes each device holds, the
+most one device holds while the state is created (output + temporaries of
+the sharded construction, `Trainer.build_state`), XLA's
 per-device temporary buffer size, and achieved GFLOP/s (XLA cost analysis)
 as a share of this machine's measured f32 matmul peak (`benchmark.py`'s
 yardstick). Then, on one device, the same for precision float32, bfloat16
@@ -24,6 +26,7 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
     # Only the host (CPU) platform reads it; a GPU run uses its real devices.
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
+import dataclasses  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
@@ -37,9 +40,8 @@ from flax import nnx  # noqa: E402
 from tools.benchmark import benchmark as bench  # noqa: E402  (its --model, --steps, --repeats, --output, --batch_size)
 from workshop.train import distributed  # noqa: E402
 from workshop.train.cli import quiet_library_logs  # noqa: E402
-from workshop.train.experiment import parse_config  # noqa: E402
+from workshop.train.experiment import make_trainer, parse_config  # noqa: E402
 from workshop.models.factories import create_model  # noqa: E402
-from workshop.train.trainer import Trainer  # noqa: E402
 
 _DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Device counts to measure.")
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "bfloat16", "float16"], "Precisions to compare (1 device).")
@@ -53,7 +55,9 @@ def _config(model: str):
 def measure(cfg, *, batch_size: int, steps: int, repeats: int, peak: float, **training) -> dict:
     """Steps/s, per-device memory and FLOPs of one configuration of the train step."""
     training_cfg = cfg.training.model_copy(update=training)
-    trainer = Trainer(create_model(cfg.model, rngs=nnx.Rngs(0)), training_cfg)
+    # The family's trainer (GANTrainer for GANs), building the state straight into its shardings.
+    trainer = make_trainer(lambda: create_model(cfg.model, rngs=nnx.Rngs(0)),
+                           dataclasses.replace(cfg, training=training_cfg))
     rng = np.random.default_rng(0)
     shape = (batch_size, *cfg.model.input_shape)
     batch = {"x": (rng.random(shape) < 0.3).astype(np.float32), "label": rng.integers(0, 10, batch_size, np.int32)}
@@ -64,6 +68,11 @@ def measure(cfg, *, batch_size: int, steps: int, repeats: int, peak: float, **tr
     compile_seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     state_bytes = distributed.bytes_per_device(state)
+    init_peak = float("nan")  # On a mesh: the most one device holds while the state is created sharded.
+    if trainer.build_state is not None:
+        rng = trainer.mesh_sharding.place(np.asarray(jax.random.PRNGKey(0)), trainer.state_sharding.rng)
+        init = trainer.build_state.lower(rng).compile().memory_analysis()
+        init_peak = init.output_size_in_bytes + init.temp_size_in_bytes
     holder = [state]
 
     def loop():
@@ -84,6 +93,7 @@ def measure(cfg, *, batch_size: int, steps: int, repeats: int, peak: float, **tr
         "examples_per_second": rate * batch_size,
         "compile_seconds": compile_seconds,
         "state_mib_per_device": state_bytes / 2**20,
+        "init_peak_mib_per_device": init_peak / 2**20,
         "xla_temp_mib_per_device": getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20,
         "gflop_per_step": flops / 1e9,  # all devices together
         "share_of_matmul_peak": flops * rate / peak,
@@ -122,12 +132,12 @@ def format_tables(result: dict) -> str:
     head = (f"{result['model']}, batch {result['batch_size']}, {result['platform']} ({result['device_kind']}), "
             f"{result['device_count']} devices on {result['cpu_cores']} cores; matmul peak "
             f"{result['matmul_peak_gflops']:.1f} GFLOP/s")
-    lines = [head, "", "| parallelism | devices | steps/s | state MiB/device | XLA temp MiB/device | share of peak |",
-             "|---|---|---|---|---|---|"]
+    lines = [head, "", "| parallelism | devices | steps/s | state MiB/device | init peak MiB/device | "
+             "XLA temp MiB/device | share of peak |", "|---|---|---|---|---|---|---|"]
     for r in result["scaling"]:
         lines.append(f"| {r['parallelism']} | {r['num_devices']} | {r['steps_per_second']:.1f} | "
-                     f"{r['state_mib_per_device']:.2f} | {r['xla_temp_mib_per_device']:.2f} | "
-                     f"{100 * r['share_of_matmul_peak']:.1f} % |")
+                     f"{r['state_mib_per_device']:.2f} | {r['init_peak_mib_per_device']:.2f} | "
+                     f"{r['xla_temp_mib_per_device']:.2f} | {100 * r['share_of_matmul_peak']:.1f} % |")
     lines += ["", "| precision (1 device) | steps/s | state MiB | XLA temp MiB | share of f32 peak |",
               "|---|---|---|---|---|"]
     for r in result["precision"]:

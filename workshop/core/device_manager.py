@@ -14,8 +14,20 @@
   `precision` ("float32", "bfloat16", "float16"); `check_precision_supported`
   refuses a compute dtype the platform lacks (bfloat16 on GPUs older than
   Ampere, float16 on TPUs); `apply_compute_dtype` sets the compute dtype of
-  every Flax layer of an already-built model, which is how the trainer applies
+  every layer of an already-built model, which is how the trainer applies
   a configuration's precision to its train step.
+* `keep_float32(name)`: marks a computation a layer keeps in float32 on
+  purpose under a mixed policy (log-determinants, LU factors, nearest-code
+  distances, ...); `matmul_sites` lists the matmuls and convolutions of a
+  jaxpr with their dtypes and scopes, so a test can check that every
+  float32 one sits in such a scope.
+
+One mechanism reaches every layer: a layer keeps the dtype it computes in as
+its `dtype` attribute (Flax's convention: `nnx.Linear`, `nnx.Conv`, norms,
+attention, embeddings, and Workshop's own layers such as MADE's
+`MaskedLinear` and Glow's `Invertible1x1Conv`), set from
+`get_precision_policy()` when it is built and changed by
+`apply_compute_dtype` afterwards.
 """
 
 from __future__ import annotations
@@ -31,8 +43,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 __all__ = [
+    "FLOAT32_SCOPE_PREFIX",
     "PRECISIONS",
     "DeviceManager",
+    "MatmulSite",
     "MemoryStrategy",
     "PrecisionPolicy",
     "apply_compute_dtype",
@@ -40,6 +54,8 @@ __all__ = [
     "configure_for_generative_models",
     "get_device_manager",
     "get_precision_policy",
+    "keep_float32",
+    "matmul_sites",
     "precision_policy",
     "set_precision_policy",
 ]
@@ -146,13 +162,22 @@ def check_precision_supported(
         raise ValueError("training.precision='float16' is not supported on TPUs; use 'bfloat16' or 'float32'")
 
 
-def apply_compute_dtype(model: nnx.Module, dtype) -> list[str]:
-    """Makes every Flax layer of `model` compute in `dtype`; returns their paths.
+def _is_float_dtype(dtype) -> bool:
+    try:
+        return jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        return False
 
-    Flax layers (`nnx.Linear`, `nnx.Conv`, norms, attention, embeddings) keep
-    a `dtype` attribute that they read on every call and cast their inputs and
-    parameters to; parameters themselves are not touched. Workshop's own
-    modules are containers of such layers, so this reaches every family.
+
+def apply_compute_dtype(model: nnx.Module, dtype) -> list[str]:
+    """Makes every layer of `model` compute in `dtype`; returns their paths.
+
+    A layer is a module with a `dtype` attribute that is None or a floating
+    dtype, which it reads on every call and casts its inputs and parameters
+    to: Flax's layers (`nnx.Linear`, `nnx.Conv`, norms, attention,
+    embeddings) and Workshop's own (`MaskedLinear`, `Invertible1x1Conv`).
+    Parameters themselves are not touched. Other Workshop modules are
+    containers of layers, so this reaches every family.
 
     Args:
       model: changed in place.
@@ -164,11 +189,99 @@ def apply_compute_dtype(model: nnx.Module, dtype) -> list[str]:
     dtype = jnp.dtype(dtype)
     changed = []
     for path, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.Module) and type(node).__module__.startswith("flax.") and hasattr(node, "dtype"):
-            if node.dtype is None or jnp.dtype(node.dtype) != dtype:
-                node.dtype = dtype
-                changed.append("/".join(str(p) for p in path))
+        if not isinstance(node, nnx.Module) or not hasattr(node, "dtype"):
+            continue
+        if node.dtype is None or (_is_float_dtype(node.dtype) and jnp.dtype(node.dtype) != dtype):
+            node.dtype = dtype
+            changed.append("/".join(str(p) for p in path))
     return changed
+
+
+FLOAT32_SCOPE_PREFIX = "float32_"
+
+
+def keep_float32(name: str):
+    """A `jax.named_scope` marking a computation kept in float32 on purpose.
+
+    Under a mixed policy the layers compute in bfloat16/float16, except where
+    rounding would break the maths: log-determinants, the LU factors of an
+    invertible 1x1 convolution, nearest-code distances, and so on. Code in
+    such a place casts to float32 itself; the scope (`float32_<name>`) only
+    names it, in jaxprs, HLO and profiles, so `matmul_sites` and the tests can
+    tell a deliberate float32 matmul from a layer that ignores the policy.
+
+    Args:
+      name: what is kept, e.g. "invertible_1x1_lu".
+    """
+    return jax.named_scope(FLOAT32_SCOPE_PREFIX + name)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatmulSite:
+    """One matmul or convolution of a traced computation.
+
+    Attributes:
+      primitive: "dot_general" or "conv_general_dilated".
+      dtype: the result dtype ("bfloat16", "float32", ...).
+      operand_dtypes: the dtypes of the two operands.
+      scope: the name stack (`keep_float32` scopes, einsum specs, and the
+        transforms around them such as "jvp(...)" and "transpose(...)"),
+        behind the scopes of the `jit`/`scan`/... equations it is nested in.
+      source: "file:line (function)" of the user code that made it, if known.
+    """
+
+    primitive: str
+    dtype: str
+    operand_dtypes: tuple[str, ...]
+    scope: str
+    source: str
+
+
+def _summarize_source(source_info) -> str:
+    try:  # jax has no public accessor; source_info_util has been stable since jax 0.4
+        from jax._src import source_info_util
+
+        return source_info_util.summarize(source_info)
+    except (ImportError, AttributeError):  # pragma: no cover - future jax
+        return ""
+
+
+def matmul_sites(jaxpr) -> list[MatmulSite]:
+    """Every `dot_general` and `conv_general_dilated` of a jaxpr, nested ones included.
+
+    Args:
+      jaxpr: a `jax.make_jaxpr(f)(...)` result (closed) or its `.jaxpr`;
+        sub-jaxprs of `jit`, `scan`, `cond`, `while`, `custom_jvp`/`vjp`
+        and `remat` are searched too.
+
+    Returns:
+      One `MatmulSite` per equation, in program order.
+    """
+    from jax.extend import core as jex_core
+
+    sites: list[MatmulSite] = []
+
+    def walk(jx, outer: str) -> None:
+        for eqn in jx.eqns:
+            # A nested jaxpr (the body of a jit, e.g. jax.image.resize) starts a fresh name stack.
+            scope = "/".join(part for part in (outer, str(eqn.source_info.name_stack)) if part)
+            if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+                sites.append(MatmulSite(
+                    primitive=eqn.primitive.name,
+                    dtype=str(eqn.outvars[0].aval.dtype),
+                    operand_dtypes=tuple(str(v.aval.dtype) for v in eqn.invars),
+                    scope=scope,
+                    source=_summarize_source(eqn.source_info),
+                ))
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (list, tuple)) else (param,):
+                    if isinstance(sub, jex_core.ClosedJaxpr):
+                        walk(sub.jaxpr, scope)
+                    elif isinstance(sub, jex_core.Jaxpr):
+                        walk(sub, scope)
+
+    walk(jaxpr.jaxpr if isinstance(jaxpr, jex_core.ClosedJaxpr) else jaxpr, "")
+    return sites
 
 
 def _backends_started() -> bool:

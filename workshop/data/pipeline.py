@@ -18,9 +18,17 @@ coordinates (floats become float32). Every batch is a pure function of `(seed, s
   indexed by the example index: the same bits in every epoch, for test sets.
 
 So resuming with `start_step=k` (or `set_state({"step": k})`) yields exactly the
-batches an uninterrupted run yields from step k on. Batches are prepared
-`prefetch` steps ahead in one background thread (numpy's gathers and casts
-release the GIL).
+batches an uninterrupted run yields from step k on.
+
+Multi-host: with `shard_count=P, shard_index=p` each process gathers, casts and
+binarizes only rows `[p * B/P, (p + 1) * B/P)` of every global batch of B
+rows; the global batch sequence (order and Bernoulli bits) is the one of a
+single-process pipeline, so the union of the P shards at any step is its
+batch at that step, whatever P is. (`binarize="fixed"` still draws the bits
+of all N examples once, when the pipeline is built.)
+
+Batches are prepared `prefetch` steps ahead in one background thread (numpy's
+gathers and casts release the GIL).
 
 Plain numpy rather than grain: for this workload (60000 Fashion-MNIST images,
 batch 128, float conversion) one vectorized gather per batch ran at ~25000
@@ -110,8 +118,9 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
 
     An iterator of dicts: `"x"` float32 `[B, H, W, C]` in [0, 1] (uint8 / 255,
     or 0/1 when binarized; integer ids stay int32, other floats become
-    float32), `"label"` int32 `[B]`, and every other source key gathered as is. B is `batch_size` except for a smaller last batch of an
-    epoch when `drop_remainder=False`.
+    float32), `"label"` int32 `[B]`, and every other source key gathered as
+    is. B is `batch_size / shard_count` (`local_batch_size`) except for a
+    smaller last batch of an epoch when `drop_remainder=False`.
 
     Training: `BatchPipeline(source, batch_size=128, seed=0)` (shuffled, full
     batches, forever). Evaluation: `BatchPipeline.for_evaluation(source,
@@ -130,6 +139,8 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
         binarize: str = "none",
         prefetch: int = 2,
         start_step: int = 0,
+        shard_index: int = 0,
+        shard_count: int = 1,
     ):
         """Builds the pipeline; nothing is computed until the first batch.
 
@@ -147,6 +158,11 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
             `"x"`.
           prefetch: batches prepared ahead in a background thread; 0 for none.
           start_step: the step to start from (to resume a run).
+          shard_index: which contiguous part of every global batch this
+            pipeline yields, 0..shard_count-1 (`jax.process_index()`).
+          shard_count: the number of parts (`jax.process_count()`); must
+            divide `batch_size` (and the last batch's size when
+            `drop_remainder=False`).
         """
         if not source:
             raise ValueError("source is empty; expected a dict of arrays such as {'x': ..., 'label': ...}")
@@ -174,6 +190,21 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
             raise ValueError(f"binarize={binarize!r} needs a uint8 'x' array in source (grey levels 0..255)")
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        if not isinstance(shard_count, (int, np.integer)) or shard_count < 1:
+            raise ValueError(f"shard_count must be a positive integer (the process count), got {shard_count!r}")
+        if not isinstance(shard_index, (int, np.integer)) or not 0 <= shard_index < shard_count:
+            raise ValueError(f"shard_index must be in 0..{shard_count - 1} (shard_count={shard_count}), "
+                             f"got {shard_index!r}")
+        last = self.num_examples % batch_size
+        for size in (batch_size, last if not drop_remainder and last else batch_size):
+            if size % shard_count:
+                lower = batch_size // shard_count * shard_count
+                raise ValueError(
+                    f"a batch of {size} examples cannot be split into shard_count={shard_count} equal shards "
+                    f"(one per process): set batch_size to a multiple of {shard_count}, e.g. "
+                    f"{max(lower, shard_count)} or {lower + shard_count}"
+                    + ("" if size == batch_size else ", with drop_remainder=True")
+                )
 
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -182,6 +213,8 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
         self.num_epochs = num_epochs
         self.binarize = binarize
         self.prefetch = int(prefetch)
+        self.shard_index = int(shard_index)
+        self.shard_count = int(shard_count)
         self._order_cache: tuple[int, np.ndarray] | None = None
         self._fixed_bits = self._binarize_all() if binarize == "fixed" else None
         self._thread: threading.Thread | None = None
@@ -214,6 +247,11 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
         return -(-self.num_examples // self.batch_size)
 
     @property
+    def local_batch_size(self) -> int:
+        """Rows of each full batch this shard yields: `batch_size / shard_count`."""
+        return self.batch_size // self.shard_count
+
+    @property
     def num_steps(self) -> int | None:
         """Batches over all epochs, or None when the pipeline runs forever."""
         return None if self.num_epochs is None else self.num_epochs * self.steps_per_epoch
@@ -237,13 +275,17 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
           step: 0 <= step < num_steps.
 
         Returns:
-          `{"x": float32 [B, H, W, C], "label": int32 [B], ...}`.
+          `{"x": float32 [B, H, W, C], "label": int32 [B], ...}`: this
+          shard's rows of the global batch (all of them when `shard_count=1`).
         """
         if step < 0 or self._is_done(step):
             raise IndexError(f"step {step} is outside this pipeline's 0..{self.num_steps} steps")
         epoch, index = divmod(step, self.steps_per_epoch)
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.num_examples)
+        # This shard's contiguous part of the global batch's epoch positions [start, stop).
+        share = (stop - start) // self.shard_count
+        start, stop = start + self.shard_index * share, start + (self.shard_index + 1) * share
         # Basic slicing (a view) when in order; a gather when shuffled.
         rows = self._epoch_order(epoch)[start:stop] if self.shuffle else slice(start, stop)
         batch = {}

@@ -145,6 +145,61 @@ class ResumeTest(parameterized.TestCase):
             pipeline.batch(pipeline.num_steps)
 
 
+class ShardTest(parameterized.TestCase):
+    """`shard_index`/`shard_count`: each process's rows of the one-process batch sequence."""
+
+    @parameterized.product(shard_count=[2, 4], binarize=["none", "dynamic", "fixed"], start=[0, 5])
+    def test_shards_concatenate_to_the_one_process_batch_at_every_step(self, shard_count, binarize, start):
+        source = _source(n=26, shape=(4, 4, 1))
+        settings = dict(batch_size=8, seed=3, num_epochs=4, binarize=binarize)  # 3 steps an epoch, 2 rows left out
+        whole = list(BatchPipeline(source, prefetch=0, **settings))
+        shards = [
+            list(BatchPipeline(source, prefetch=2, start_step=start, shard_index=p, shard_count=shard_count,
+                               **settings))
+            for p in range(shard_count)
+        ]
+        for p in range(shard_count):
+            self.assertLen(shards[p], len(whole) - start)
+            self.assertEqual(BatchPipeline(source, shard_index=p, shard_count=shard_count, **settings)
+                             .local_batch_size, 8 // shard_count)
+            self.assertEqual(shards[p][0]["x"].shape, (8 // shard_count, 4, 4, 1))
+        joined = [{key: np.concatenate([shard[i][key] for shard in shards]) for key in whole[0]}
+                  for i in range(len(whole) - start)]
+        _assert_batches_equal(self, whole[start:], joined)
+
+    def test_resumed_shard_equals_the_uninterrupted_shard(self):
+        source = _source(n=20)
+        settings = dict(batch_size=6, seed=1, binarize="dynamic", shard_index=1, shard_count=3)
+        pipeline = BatchPipeline(source, **settings)
+        _take(pipeline, 4)
+        state = pipeline.state()
+        self.assertEqual(state, {"step": 4})  # the global step: the same on every shard
+        expected = _take(pipeline, 7)
+        pipeline.close()
+        _assert_batches_equal(self, expected, _take(BatchPipeline(source, start_step=4, **settings), 7))
+
+    def test_shards_of_a_partial_last_batch(self):
+        source = _source(n=10)  # batches of 4, 4, 2
+        whole = list(BatchPipeline.for_evaluation(source, batch_size=4))
+        halves = [list(BatchPipeline(source, batch_size=4, shuffle=False, drop_remainder=False, num_epochs=1,
+                                     shard_index=p, shard_count=2)) for p in range(2)]
+        self.assertEqual([len(b["index"]) for b in halves[1]], [2, 2, 1])
+        np.testing.assert_array_equal(np.concatenate([halves[0][2]["index"], halves[1][2]["index"]]),
+                                      whole[2]["index"])
+
+    @parameterized.named_parameters(
+        ("batch_not_divisible", {"batch_size": 6, "shard_count": 4},
+         "a batch of 6 examples cannot be split into shard_count=4 equal shards.*multiple of 4, e.g. 4 or 8"),
+        ("last_batch_not_divisible", {"batch_size": 4, "shard_count": 4, "drop_remainder": False},
+         "a batch of 2 examples cannot be split into shard_count=4.*drop_remainder=True"),
+        ("index_too_big", {"batch_size": 4, "shard_index": 2, "shard_count": 2}, r"shard_index must be in 0..1"),
+        ("no_shards", {"batch_size": 4, "shard_count": 0}, "shard_count must be a positive integer"),
+    )
+    def test_bad_shards_are_refused(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            BatchPipeline(_source(n=10), **kwargs)
+
+
 class BinarizeTest(parameterized.TestCase):
 
     @parameterized.parameters("dynamic", "fixed")

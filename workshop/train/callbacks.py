@@ -147,26 +147,37 @@ class CheckpointCallback:
 
 
 class SampleGrid:
-    """Writes `samples/step_XXXXXXX.png` from the EMA model every `every` steps and at the end."""
+    """Writes `samples/step_XXXXXXX.png` from the EMA model every `every` steps and at the end.
 
-    def __init__(self, workdir: str | pathlib.Path, every: int | None, *, num_samples: int = 64, seed: int = 0):
+    With `write=False` it still draws the samples but writes nothing: on
+    several hosts every process must take part in the drawing (one computation
+    over the whole mesh; under FSDP it all-gathers the weights), and only
+    process 0 writes.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, every: int | None, *, num_samples: int = 64, seed: int = 0,
+                 write: bool = True):
         self.directory = pathlib.Path(workdir) / "samples"
         self.every = every
         self.num_samples = num_samples
         self.seed = seed
+        self.write = write
+        self.last_step: int | None = None
         self.last_path: pathlib.Path | None = None
 
     def _write(self, trainer, step, state) -> None:
         samples = trainer.generate(state, self.num_samples, seed=self.seed)
-        path = save_sample_picture(samples, self.directory / f"step_{step:07d}.png")
-        self.last_path = path or self.last_path
+        self.last_step = step
+        if self.write:
+            path = save_sample_picture(samples, self.directory / f"step_{step:07d}.png")
+            self.last_path = path or self.last_path
 
     def on_step_end(self, trainer, step, state) -> None:
         if self.every and step % self.every == 0:
             self._write(trainer, step, state)
 
     def on_train_end(self, trainer, step, state) -> None:
-        if self.last_path is None or not self.last_path.name.endswith(f"{step:07d}.png"):
+        if self.last_step != step:
             self._write(trainer, step, state)
 
 

@@ -9,7 +9,8 @@ from absl.testing import absltest
 from PIL import Image
 
 from workshop.train import callbacks as cb
-from workshop.train.image_grid import density_image, image_grid, save_image_grid, save_sample_picture
+from workshop.train.image_grid import (density_image, image_grid, labelled_panels, save_image_grid,
+                                       save_sample_picture)
 
 
 class _FakeTrainer:
@@ -39,6 +40,20 @@ class ImageGridTest(absltest.TestCase):
         self.assertIn(128, pixels)
         with self.assertRaisesRegex(ValueError, r"\[N, H, W, C\]"):
             image_grid(np.zeros((2, 3, 3, 2)))
+
+    def test_labelled_panels_place_each_enlarged_grid_under_its_title(self):
+        black, white = np.zeros((1, 2, 2, 1)), np.ones((4, 4, 4, 1))
+        picture = np.asarray(labelled_panels([("a", black), ("b", white)], scale=2, band=18, gap=5))
+        (h1, w1), (h2, w2) = image_grid(black).shape[:2], image_grid(white).shape[:2]
+        self.assertEqual(picture.shape, (max(h1, h2) * 2 + 18, (w1 + w2) * 2 + 5, 3))
+        # The first panel's image (2 px padding, then 2x2 black pixels, enlarged twice) and the second's.
+        np.testing.assert_array_equal(picture[18 + 4 : 18 + 8, 4:8], 0)
+        x2 = w1 * 2 + 5
+        np.testing.assert_array_equal(picture[18:, x2 : x2 + w2 * 2], np.asarray(
+            Image.fromarray(image_grid(white)[..., 0]).convert("RGB").resize((w2 * 2, h2 * 2), Image.NEAREST)))
+        self.assertLess(picture[:18, :w1 * 2].min(), 255)  # the title's ink
+        with self.assertRaisesRegex(ValueError, "at least one"):
+            labelled_panels([])
 
     def test_density_image_is_dark_where_the_points_are(self):
         # 100 points at (3, 3): upper right of the [-4, 4]^2 square; y grows upwards.

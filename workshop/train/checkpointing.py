@@ -39,6 +39,7 @@ from typing import Any, Iterable
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from workshop.train.trainer import TrainState
 
@@ -307,6 +308,14 @@ class Checkpointer:
         return TrainState.from_checkpoint(state_tree), record
 
     def _set_aside(self, steps: Iterable[int]) -> None:
+        # On several hosts process 0 moves the folders while the others wait, then all reload.
+        if jax.process_index() == 0:
+            self._move_to_rejected(steps)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("workshop_checkpoint_set_aside")
+        self._manager.reload()
+
+    def _move_to_rejected(self, steps: Iterable[int]) -> None:
         folder = self.directory / REJECTED_DIR
         folder.mkdir(exist_ok=True)
         for step in steps:
@@ -318,7 +327,6 @@ class Checkpointer:
                 destination, n = folder / f"{step}.{n}", n + 1
             os.replace(source, destination)
             _log.warning("moved the rejected checkpoint %s to %s", source, destination)
-        self._manager.reload()
 
     def _check_shapes(self, step, record, expected, model_config) -> None:
         saved = record.get("shapes", {})

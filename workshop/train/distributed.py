@@ -13,6 +13,13 @@ compiler does the partitioning, GSPMD, Xu et al. 2021, arXiv:2105.04663).
 Smaller arrays (biases, norms, step counters) are replicated: sharding them
 saves little memory and costs a collective each.
 
+Under a mesh a model is created sharded: the trainer builds it abstractly
+with `nnx.eval_shape`, computes `MeshSharding.state_shardings` from those
+shapes, and creates the parameters, optimizer moments and EMA inside one
+`jax.jit` whose `out_shardings` are those shardings (`Trainer.build_state`),
+so no device ever holds a whole sharded array and the values equal a
+one-device build of the same seed.
+
 The train step is one `jax.jit` with these shardings as `in_shardings` and
 `out_shardings` (`ShardedStep`). Batches come in as this process's rows
 (numpy) and become one global array with
@@ -178,6 +185,20 @@ class MeshSharding:
     def describe(self) -> str:
         shape = ", ".join(f"{k}={v}" for k, v in self.mesh.shape.items())
         return f"{self.parallelism} parallelism on a mesh ({shape}) over {jax.process_count()} process(es)"
+
+    def split_examples(self, x: jax.Array, axis: int = 0) -> jax.Array:
+        """Inside a jitted step: `x` with its `axis` (examples) split over every device of the mesh."""
+        spec = P(*[BATCH_AXES if i == axis else None for i in range(x.ndim)])
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
+    def jit_step(self, step: Callable, state_sharding: Any) -> "ShardedStep":
+        """`step(state, batch) -> (state, metrics)` compiled for the mesh.
+
+        The state comes in and goes out with `state_sharding` (and is donated),
+        the batch is split over every device, the metrics are replicated.
+        """
+        return ShardedStep(jax.jit(step, donate_argnums=0, in_shardings=(state_sharding, self.batch_sharding),
+                                   out_shardings=(state_sharding, self.replicated)), self)
 
     def state_shardings(self, abstract_state: Any) -> Any:
         """A `NamedSharding` for every array of `abstract_state` (shapes suffice).

@@ -13,7 +13,8 @@ Running the same command again resumes from the latest checkpoint: the data
 pipeline is positioned at the checkpoint's step and the step keys are
 `fold_in(seed, step)`, so the resumed run reproduces the uninterrupted one
 (the record also holds the data order, and a resume with another one says so).
-SIGINT/SIGTERM end the run after the current step with a checkpoint; after a
+SIGINT/SIGTERM end the run after the current step with a checkpoint (on
+several hosts, a SIGTERM to any: all after the same step); after a
 `kill -9` the rerun loses the steps since the last checkpoint. A checkpoint
 that does not read back intact (checkpointing.py checks every array's
 checksum) is moved to checkpoints/rejected/ with a warning and the next older
@@ -29,10 +30,11 @@ import logging
 import os
 import pathlib
 import signal
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import ml_collections
+from jax.experimental import multihost_utils
 import numpy as np
 from flax import nnx
 
@@ -45,7 +47,6 @@ from workshop.train import callbacks as cb
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.gan_trainer import GANTrainer
 from workshop.train.periodic_eval import PeriodicEvaluation
-from workshop.train.distributed import process_local_batches
 from workshop.train.trainer import Trainer, TrainState
 
 __all__ = [
@@ -135,6 +136,12 @@ def data_source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
 
 
 def _train_batches(cfg: ExperimentConfig, source, start_step: int) -> BatchPipeline:
+    """This process's rows of every global training batch from `start_step` on (all of them on one host).
+
+    Process p of P reads rows `[p * B/P, (p + 1) * B/P)` of each batch: the
+    rows its devices hold in the mesh (devices are ordered by process), so P
+    hosts train on the batches of one.
+    """
     return BatchPipeline(
         source,
         batch_size=cfg.data.batch_size,
@@ -144,6 +151,8 @@ def _train_batches(cfg: ExperimentConfig, source, start_step: int) -> BatchPipel
         binarize=cfg.data.binarize,
         prefetch=cfg.data.prefetch,
         start_step=start_step,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
     )
 
 
@@ -167,25 +176,75 @@ def _test_batches(cfg: ExperimentConfig, source, *, max_batches: int | None) -> 
         yield batch
 
 
-def make_trainer(model: nnx.Module, cfg: ExperimentConfig) -> Trainer:
-    """The trainer of the model's family: `GANTrainer` for "gan" models, `Trainer` otherwise."""
+def make_trainer(model: nnx.Module | Callable[[], nnx.Module], cfg: ExperimentConfig) -> Trainer:
+    """The trainer of the model's family: `GANTrainer` for "gan" models, `Trainer` otherwise.
+
+    `model` is the model or a function of no arguments that builds it; on a
+    mesh both trainers build such a model straight into its shardings
+    (sharded construction, see `Trainer`).
+    """
     if cfg.model.family == "gan":
         return GANTrainer(model, cfg.training)
     return Trainer(model, cfg.training)
 
 
+class _PreemptionSync:
+    """Several processes: after a SIGTERM to any of them, all stop after the same step.
+
+    Every process must take the same steps (each is a collective, and so is
+    the final checkpoint), so the step is agreed by JAX's preemption service:
+    its own SIGTERM handler (installed by `jax.distributed.initialize`) tells
+    the coordinator, and `multihost_utils.reached_preemption_sync_point`,
+    called by every process after every step (a local check until a notice
+    arrives), is True on all of them after the same step.
+    """
+
+    def on_step_end(self, trainer: Trainer, step: int, state: TrainState) -> None:
+        if multihost_utils.reached_preemption_sync_point(step):
+            _log.warning("a process received SIGTERM: every process stops after step %d and writes a checkpoint",
+                         step)
+            trainer.request_stop("interrupted by SIGTERM (JAX preemption notice)")
+
+
+def _coordinated_stop() -> bool:
+    """Whether signals go through JAX's preemption service (several processes, the service on)."""
+    if jax.process_count() == 1:
+        return False
+    if not jax.config.jax_enable_preemption_service:
+        _log.warning("jax_enable_preemption_service is off: a signal stops only the process that receives it, "
+                     "and the other processes wait for it at their next step")
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def _stop_on_signals(trainer: Trainer):
-    """SIGINT/SIGTERM ask the trainer to stop after the current step."""
+def _stop_on_signals(trainer: Trainer, *, coordinated: bool = False):
+    """SIGINT/SIGTERM ask the trainer to stop after the current step.
+
+    `coordinated` (several processes, `_coordinated_stop()`): SIGTERM is left
+    to JAX's preemption service (`_PreemptionSync`), and SIGINT is passed on to
+    it as a SIGTERM of this process, so that every process stops after the
+    same step.
+    """
+    passed_on = False
 
     def handler(signum, frame):
+        nonlocal passed_on
         name = signal.Signals(signum).name
-        if trainer.stop_reason is not None:  # a second Ctrl-C: stop now
+        if trainer.stop_reason is not None or passed_on:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
+        if coordinated:
+            passed_on = True
+            _log.warning("%s received: passed on to JAX's preemption service as SIGTERM; every process stops "
+                         "after the same step and writes a checkpoint", name)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         _log.warning("%s received: finishing the current step and writing a checkpoint", name)
         trainer.request_stop(f"interrupted by {name}")
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # A Python SIGTERM handler would replace JAX's (C++) one, which it cannot chain to.
+    signals = (signal.SIGINT,) if coordinated else (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
@@ -269,18 +328,27 @@ def train_and_evaluate(
 
     train_source = data_source(cfg.data, train=True)
     test_source = data_source(cfg.data, train=False)
-    model = create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
+
+    def build_model() -> nnx.Module:
+        return create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
+
+    # On a mesh the trainer creates the parameters straight into their shardings
+    # (no device holds a whole FSDP-sharded array); here the model is only needed abstractly.
+    on_mesh = cfg.training.parallelism != "none"
+    model = nnx.eval_shape(build_model) if on_mesh else build_model()
     if hasattr(model, "check_inputs"):  # Token models: every id inside the vocabulary, before any step.
         model.check_inputs(train_source["x"])
         model.check_inputs(test_source["x"])
-    trainer = make_trainer(model, cfg)
+    trainer = make_trainer(build_model if on_mesh else model, cfg)
     data_order = _data_order(cfg, train_source)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints,
                                 metadata={"data_order": data_order}, remove_unfinished_saves=True)
 
-    state = trainer.init_state()
+    resume = checkpointer.latest_step() is not None
+    # A resumed run reads its checkpoint straight into the state's layout (sharded on a mesh).
+    state = trainer.abstract_state() if resume else trainer.init_state()
     start_step = 0
-    if checkpointer.latest_step() is not None:
+    if resume:
         # The newest checkpoint that reads back intact; rejected (corrupted) ones are
         # moved to checkpoints/rejected/ with a warning naming their step.
         state, record = checkpointer.restore(state, model_config=cfg.model.to_dict(), set_aside_rejected=True)
@@ -292,7 +360,7 @@ def train_and_evaluate(
 
     t = cfg.training
     # On several hosts every process trains and checkpoints (orbax coordinates the
-    # sharded writes); only process 0 writes logs, metrics, samples and reports.
+    # sharded writes); only process 0 writes logs, metrics and reports.
     lead = jax.process_index() == 0
     writers = [cb.ProgressBar(t.num_steps, disable=not t.progress_bar), cb.MetricsWriter(workdir, tensorboard=t.tensorboard)]
     writers = writers if lead else []
@@ -300,8 +368,9 @@ def train_and_evaluate(
         *writers,
         cb.CheckpointCallback(checkpointer, t.checkpoint_every, metadata={"model_config": cfg.model.to_dict()}),
     ]
-    if lead:
-        callbacks_list.append(cb.SampleGrid(workdir, t.sample_every, num_samples=t.num_samples, seed=t.seed))
+    # Every process samples: it is one computation over the whole mesh (under FSDP it
+    # all-gathers the weights), which would wait forever for processes that skip it.
+    callbacks_list.append(cb.SampleGrid(workdir, t.sample_every, num_samples=t.num_samples, seed=t.seed, write=lead))
     if t.early_stopping_patience is not None:
         callbacks_list.append(cb.EarlyStopping(t.early_stopping_metric, patience=t.early_stopping_patience))
     if cfg.eval["every_steps"] or cfg.eval["sample_quality_every"]:
@@ -314,14 +383,14 @@ def train_and_evaluate(
             dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, seed=t.seed,
         ))
 
+    coordinated = _coordinated_stop()
+    if coordinated:
+        callbacks_list.append(_PreemptionSync())
     callbacks = [*callbacks_list, *callbacks]
-    # Each process feeds its own rows of every global batch (all of them on one host).
-    train_batches = process_local_batches(
-        _inject_nan_batches(iter(_train_batches(cfg, train_source, start_step)), start_step)
-    )
+    train_batches = _inject_nan_batches(iter(_train_batches(cfg, train_source, start_step)), start_step)
     eval_batches = lambda: _test_batches(cfg, test_source, max_batches=t.eval_batches)  # noqa: E731
     try:
-        with _stop_on_signals(trainer):
+        with _stop_on_signals(trainer, coordinated=coordinated):
             state = trainer.fit(state, train_batches, callbacks=callbacks, eval_batches=eval_batches,
                                 checkpointer=checkpointer)
     finally:

@@ -3,7 +3,6 @@
 import json
 import os
 import pathlib
-import signal
 
 import jax
 import numpy as np
@@ -38,20 +37,6 @@ def _config(data_dir):
     return config
 
 
-class _SigintAt:
-    """Presses Ctrl-C (a real SIGINT to this process) after a given step."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, trainer, step, state):
-        if step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def _train_losses(workdir):
-    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["split"] == "train"}
 
 
 class ExperimentTest(absltest.TestCase):
@@ -67,7 +52,7 @@ class ExperimentTest(absltest.TestCase):
         result = experiment.train_and_evaluate(_config(self.data_dir), workdir)
         self.assertIsNone(result.stop_reason)
         self.assertEqual(int(result.state.step), 6)
-        self.assertEqual(sorted(_train_losses(workdir)), [1, 2, 3, 4, 5, 6])
+        self.assertEqual(sorted(train_binary_testing.train_losses(workdir)), [1, 2, 3, 4, 5, 6])
         records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
         self.assertEqual([r["step"] for r in records if r["split"] == "eval"], [3, 6])
         self.assertTrue((workdir / "samples" / "step_0000006.png").exists())
@@ -85,7 +70,7 @@ class ExperimentTest(absltest.TestCase):
         full = experiment.train_and_evaluate(config, full_dir)
 
         workdir = self.create_tempdir().full_path
-        cut = experiment.train_and_evaluate(config, workdir, callbacks=[_SigintAt(2)])
+        cut = experiment.train_and_evaluate(config, workdir, callbacks=[train_binary_testing.SigintAt(2)])
         self.assertEqual(cut.stop_reason, "interrupted by SIGINT")
         self.assertEqual(int(cut.state.step), 2)
         self.assertIsNone(cut.final_metrics)
@@ -93,7 +78,7 @@ class ExperimentTest(absltest.TestCase):
 
         resumed = experiment.train_and_evaluate(config, workdir)
         self.assertEqual(int(resumed.state.step), 6)
-        self.assertEqual(_train_losses(workdir), _train_losses(full_dir))
+        self.assertEqual(train_binary_testing.train_losses(workdir), train_binary_testing.train_losses(full_dir))
         jax.tree.map(np.testing.assert_array_equal, resumed.state.params, full.state.params)
 
         # The same command on a finished run trains no further and evaluates again.

@@ -30,6 +30,29 @@ step runs it once in training mode on the generator update's latents, so at
 sampling (evaluation mode) it normalises with statistics of the averaged
 weights, not of the raw generator's.
 
+Devices (`workshop.train.distributed`, as in `Trainer`): with
+`training.parallelism` "data" or "fsdp" the state (both players' parameters
+and optimizer states, the EMA generator and its statistics, the batch
+statistics and power-iteration vectors) lives on the mesh with the
+`MeshSharding.state_shardings` of the Trainer, and the step is one
+`jax.jit` with those shardings (`MeshSharding.jit_step`). Each critic update's m
+examples are split over all devices, so on a mesh m must be a multiple of
+the device count: `data.batch_size` a multiple of `n_critic * devices`.
+Batch statistics are those of the global batch, so a mesh trains exactly
+like one device.
+
+Precision (as in `Trainer`, through the device manager's policy): with
+"bfloat16" or "float16" the float32 parameters of both players are cast to
+the compute dtype inside the step, every layer of the train-step model
+(Flax layers and the spectrally normalised ones) computes in it, scores and
+generated examples come out float32, and losses, penalties, gradients,
+optimizer states and the EMA are float32. "float16" scales every player's
+loss by one dynamic loss scale (`workshop.train.loss_scaling`): an update
+whose gradients overflow is not applied, and a step with any overflowing
+update (a critic update or the generator's) changes nothing but the scale
+(halved) and the step count, logged as `grads_finite` and `loss_scale`.
+Evaluation and sampling run the model as it was built (float32).
+
 Logged per step (means over the critic updates where they apply): `d_loss`,
 `g_loss`, `wasserstein_estimate` (mean D(x) - mean D(G(z)), the critic's
 distance estimate), `d_real`, `d_fake`, `gradient_penalty`, `r1_penalty`,
@@ -40,7 +63,7 @@ near zero; divergence as exploding gradient norms.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +73,9 @@ from flax import nnx
 
 from workshop.core import losses
 from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
+from workshop.core.device_manager import apply_compute_dtype, check_precision_supported, precision_policy
+from workshop.train.distributed import MeshSharding
+from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
 from workshop.train.trainer import Trainer, TrainState
 
@@ -83,11 +109,15 @@ class GANTrainer(Trainer):
         generator's with the learning rate times `model.d_lr_multiplier`.
 
     Raises:
-      ValueError: the model is not a GAN, or its recipe is invalid.
+      ValueError: the model is not a GAN, or its recipe is invalid; the
+        precision is not supported on this platform, or FSDP cannot shard a
+        parameter (both name the fix).
     """
 
-    def __init__(self, model: nnx.Module, config: TrainingConfiguration, *,
+    def __init__(self, model: nnx.Module | Callable[[], nnx.Module], config: TrainingConfiguration, *,
                  discriminator_optimizer: OptimizerConfiguration | None = None):
+        self.mesh_sharding = MeshSharding.from_config(config)
+        model = self._resolve_model(model)  # on a mesh a function is built straight into its shardings
         for name in ("generator", "discriminator", "latent_dim", "loss", "n_critic"):
             if not hasattr(model, name):
                 raise ValueError(f"GANTrainer needs a model with a generator and a discriminator; "
@@ -99,13 +129,11 @@ class GANTrainer(Trainer):
                 getattr(model, "gp_weight", 0.0) or getattr(model, "r1_weight", 0.0)):
             raise ValueError("a batch-normalised discriminator cannot take the gradient penalty or R1 "
                              "(they need each example scored on its own); use discriminator_norm 'layer' or 'none'")
-        if config.parallelism != "none" or config.precision != "float32":
-            raise ValueError(
-                f"GANTrainer runs on one device in float32; got training.parallelism={config.parallelism!r}, "
-                f"training.precision={config.precision!r} (data/FSDP meshes and mixed precision are the Trainer's "
-                "so far): set them to 'none' and 'float32'"
-            )
         self.config = config
+        self.policy = precision_policy(config.precision)
+        if self.policy.is_mixed:
+            check_precision_supported(self.policy)
+        self.loss_scale = DynamicLossScale.from_config(config)
         self.conditional = hasattr(model, "num_classes")
         self.latent_dim = int(model.latent_dim)
         self.loss = str(model.loss)
@@ -119,16 +147,39 @@ class GANTrainer(Trainer):
         eval_model = nnx.merge(self.graphdef, g_params, d_params, g_stats, other)
         eval_model.eval()
         self.eval_graphdef = nnx.split(eval_model, *_FILTERS)[0]
+        if self.policy.is_mixed:
+            train_model = nnx.merge(self.graphdef, g_params, d_params, g_stats, other)
+            apply_compute_dtype(train_model, self.policy.compute_dtype)
+            self.graphdef = nnx.split(train_model, *_FILTERS)[0]
         self.generator_has_stats = bool(jax.tree.leaves(g_stats))
         self._initial = ({"generator": g_params, "discriminator": d_params}, {"generator": g_stats, "other": other})
         d_opt = discriminator_optimizer or config.optimizer.model_copy(
             update={"learning_rate": config.optimizer.learning_rate * float(getattr(model, "d_lr_multiplier", 1.0))})
         self.g_tx, self.g_schedule = make_optimizer(config.optimizer, config.num_steps)
         self.d_tx, self.d_schedule = make_optimizer(d_opt, config.num_steps)
-        self.train_step = jax.jit(self._train_step, donate_argnums=0)
-        self.eval_step = jax.jit(self._eval_step)
-        self._generate = jax.jit(self._generate_impl, static_argnames=("n_samples",))
+        if self.mesh_sharding is None:
+            self.train_step = jax.jit(self._train_step, donate_argnums=0)
+            self.eval_step = jax.jit(self._eval_step)
+            self._generate = jax.jit(self._generate_impl, static_argnames=("n_samples",))
+        else:
+            ms = self.mesh_sharding
+            abstract = jax.eval_shape(self._fresh_state, *self._initial, jax.random.PRNGKey(0))
+            self.state_sharding = sh = ms.state_shardings(abstract)
+            self.train_step = ms.jit_step(self._train_step, sh)
+            # The (EMA) generator and its statistics have the shapes, hence the shardings, of the raw ones.
+            # Evaluation batches may have any size: they are replicated, not split.
+            players = (sh.params["generator"], sh.params["discriminator"], sh.rest)
+            self.eval_step = jax.jit(self._eval_step, in_shardings=(*players, ms.replicated, ms.replicated),
+                                     out_shardings=ms.replicated)
+            self._generate = jax.jit(self._generate_impl, static_argnames=("n_samples",), out_shardings=ms.replicated)
+            if self._build_model is not None:
+                self.build_state = jax.jit(self._build_state, out_shardings=sh)
         self._stop_reason = None
+
+    def _build_state(self, rng) -> TrainState:
+        _, g_params, d_params, g_stats, other = nnx.split(self._build_model(), *_FILTERS)
+        return self._fresh_state({"generator": g_params, "discriminator": d_params},
+                                 {"generator": g_stats, "other": other}, rng)
 
     # ----------------------------------------------------------------- state
     # `Trainer.init_state` builds the state; these give each player its optimizer
@@ -154,7 +205,19 @@ class GANTrainer(Trainer):
 
     # ------------------------------------------------------------ the step
     def _model(self, g_params, d_params, rest, *, graphdef=None) -> nnx.Module:
+        """The train-step model (default) or `graphdef`'s; the train-step model computes in the policy's dtype."""
+        if graphdef is None and self.policy.is_mixed:
+            # float32 master weights, cast for the passes (Micikevicius et al. 2018, arXiv:1710.03740).
+            g_params, d_params = jax.tree.map(self.policy.cast_to_compute, (g_params, d_params))
         return nnx.merge(graphdef or self.graphdef, g_params, d_params, rest["generator"], rest["other"], copy=True)
+
+    def _new_rest(self, model: nnx.Module, old_rest) -> dict[str, Any]:
+        # Running statistics keep their dtypes (a bfloat16 pass may promote or demote them).
+        return jax.tree.map(lambda new, old: new.astype(old.dtype), _split_rest(model), old_rest)
+
+    def _on_mesh(self, x: jax.Array, axis: int) -> jax.Array:
+        """`x` with its `axis` (examples) split over every device of the mesh (unchanged on one device)."""
+        return x if self.mesh_sharding is None else self.mesh_sharding.split_examples(x, axis)
 
     def _score(self, discriminator, real, fake, labels):
         """D on real and fake examples: two calls with batch norm, else one (power iterations advance once)."""
@@ -167,11 +230,11 @@ class GANTrainer(Trainer):
     def _critic_objective(self, d_params, g_params, rest, real, labels, key):
         k_z, k_gp = jax.random.split(key)
         model = self._model(g_params, d_params, rest)
-        z = jax.random.normal(k_z, (real.shape[0], self.latent_dim))
+        z = self._on_mesh(jax.random.normal(k_z, (real.shape[0], self.latent_dim)), 0)
         fake = jax.lax.stop_gradient(model.generator(z, labels))
         d_real, d_fake = self._score(model.discriminator, real, fake, labels)
         loss = jnp.mean(losses.discriminator_loss(self.loss, d_real, d_fake))
-        new_rest = _split_rest(model)
+        new_rest = self._new_rest(model, rest)
 
         def critic(x):  # a fresh copy: penalties must not advance running statistics
             return self._model(g_params, d_params, rest).discriminator(x, labels)
@@ -187,14 +250,14 @@ class GANTrainer(Trainer):
     def _generator_objective(self, g_params, d_params, rest, labels, z):
         model = self._model(g_params, d_params, rest)
         scores = model.discriminator(model.generator(z, labels), labels)
-        return jnp.mean(losses.generator_loss(self.loss, scores)), _split_rest(model)
+        return jnp.mean(losses.generator_loss(self.loss, scores)), self._new_rest(model, rest)
 
     def _ema_generator_stats(self, ema_params, d_params, rest, labels, z):
         # The averaged generator's own running statistics: one forward pass in training mode.
         ema_rest = {"generator": ema_params["batch_stats"], "other": rest["other"]}
         model = self._model(ema_params["params"], d_params, ema_rest)
         model.generator(z, labels)
-        return _split_rest(model)["generator"]
+        return self._new_rest(model, ema_rest)["generator"]
 
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
@@ -203,18 +266,34 @@ class GANTrainer(Trainer):
             raise ValueError(f"a GAN step with n_critic={self.n_critic} needs a batch of n_critic * m examples; "
                              f"got {real.shape[0]} (set data.batch_size to a multiple of {self.n_critic})")
         m = real.shape[0] // self.n_critic
-        real = real.reshape(self.n_critic, m, *real.shape[1:])
-        labels = jnp.asarray(batch["label"], jnp.int32).reshape(self.n_critic, m) if self.conditional else None
+        devices = 1 if self.mesh_sharding is None else self.mesh_sharding.num_devices
+        if m % devices:
+            raise ValueError(
+                f"a GAN step with n_critic={self.n_critic} on {devices} devices splits each critic update's "
+                f"m = {real.shape[0]} / {self.n_critic} = {m} examples over the devices: set data.batch_size to a "
+                f"multiple of n_critic * devices = {self.n_critic * devices}")
+        # Critic update i sees rows [i m, (i + 1) m), split over the mesh.
+        real = self._on_mesh(real.reshape(self.n_critic, m, *real.shape[1:]), 1)
+        labels = None
+        if self.conditional:
+            labels = self._on_mesh(jnp.asarray(batch["label"], jnp.int32).reshape(self.n_critic, m), 1)
         g_params = state.params["generator"]
+        scaler, scale_state = self.loss_scale, state.loss_scale
+
+        def keep_if(finite, new, old):  # an overflowing float16 update is not applied
+            return new if scaler is None else optax.tree.where(finite, new, old)
 
         def critic_update(carry, inputs):
             d_params, d_opt, rest = carry
             x, y, i = inputs
-            grad_fn = jax.value_and_grad(self._critic_objective, has_aux=True)
-            (_, (metrics, rest)), grads = grad_fn(d_params, g_params, rest, x, y, jax.random.fold_in(key, i))
-            updates, d_opt = self.d_tx.update(grads, d_opt, d_params)
-            metrics["d_grad_norm"] = optax.tree.norm(grads)
-            return (optax.apply_updates(d_params, updates), d_opt, rest), metrics
+            grad_fn = scaled_value_and_grad(self._critic_objective, scaler, scale_state, has_aux=True)
+            (_, (metrics, new_rest)), grads, finite = grad_fn(d_params, g_params, rest, x, y,
+                                                             jax.random.fold_in(key, i))
+            updates, new_opt = self.d_tx.update(grads, d_opt, d_params)
+            new = keep_if(finite, (optax.apply_updates(d_params, updates), new_opt, new_rest), carry)
+            metrics["d_grad_norm"] = jnp.where(finite, optax.tree.norm(grads), 0.0)
+            metrics["d_grads_finite"] = finite
+            return new, metrics
 
         carry = (state.params["discriminator"], state.opt_state["discriminator"], state.rest)
         ys = labels if labels is not None else jnp.zeros((self.n_critic, 0), jnp.int32)
@@ -223,11 +302,12 @@ class GANTrainer(Trainer):
             carry, (real, ys, jnp.arange(self.n_critic)))
 
         g_labels = None if labels is None else labels[0]
-        z = jax.random.normal(jax.random.fold_in(key, self.n_critic), (m, self.latent_dim))
-        (g_loss, rest), g_grads = jax.value_and_grad(self._generator_objective, has_aux=True)(
-            g_params, d_params, rest, g_labels, z)
+        z = self._on_mesh(jax.random.normal(jax.random.fold_in(key, self.n_critic), (m, self.latent_dim)), 0)
+        (g_loss, new_rest), g_grads, g_finite = scaled_value_and_grad(
+            self._generator_objective, scaler, scale_state, has_aux=True)(g_params, d_params, rest, g_labels, z)
         updates, g_opt = self.g_tx.update(g_grads, state.opt_state["generator"], g_params)
-        g_params = optax.apply_updates(g_params, updates)
+        g_params, g_opt, rest = keep_if(g_finite, (optax.apply_updates(g_params, updates), g_opt, new_rest),
+                                        (g_params, state.opt_state["generator"], rest))
         ema = state.ema_params
         if ema is not None:
             # The warm-up of `Trainer`: early averages do not keep the initialisation for long.
@@ -236,13 +316,23 @@ class GANTrainer(Trainer):
                    "batch_stats": ema["batch_stats"]}
             if self.generator_has_stats:
                 ema["batch_stats"] = self._ema_generator_stats(ema, d_params, rest, g_labels, z)
+        d_finite = d_metrics.pop("d_grads_finite")
         metrics = {name: jnp.mean(value) for name, value in d_metrics.items()}
-        metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads),
+        metrics.update(g_loss=g_loss, g_grad_norm=jnp.where(g_finite, optax.tree.norm(g_grads), 0.0),
                        g_learning_rate=self.g_schedule(state.step), d_learning_rate=self.d_schedule(state.step))
         new_state = state.replace(step=state.step + 1, params={"generator": g_params, "discriminator": d_params},
                                   rest=rest, opt_state={"generator": g_opt, "discriminator": d_opt}, ema_params=ema)
-        # A non-finite step changes nothing but the data position (see Trainer.fit, max_bad_steps).
-        return skip_nonfinite_update(metrics, new_state, state.replace(step=new_state.step))
+        if scaler is not None:
+            # One overflowing update voids the whole step (the updates after it depend on it): only the
+            # scale (halved) and the step count change.
+            finite = jnp.all(d_finite) & g_finite
+            new_state = keep_if(finite, new_state, state.replace(step=new_state.step))
+            new_state = new_state.replace(loss_scale=scaler.adjust(scale_state, finite))
+            metrics.update(grads_finite=finite.astype(jnp.float32), loss_scale=scale_state["scale"])
+        # A non-finite step changes nothing but the data position and the loss scale (see Trainer.fit,
+        # max_bad_steps).
+        return skip_nonfinite_update(metrics, new_state,
+                                     state.replace(step=new_state.step, loss_scale=new_state.loss_scale))
 
     # ------------------------------------------------------ eval and sampling
     def _eval_step(self, g_params, d_params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:

@@ -1,4 +1,4 @@
-"""Pictures of samples as PNG (Pillow): image grids, and 2-D histograms of points."""
+"""Pictures of samples as PNG (Pillow): image grids, labelled panels side by side, and 2-D histograms of points."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 import pathlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-__all__ = ["density_image", "image_grid", "save_image_grid", "save_sample_picture"]
+__all__ = ["density_image", "image_grid", "labelled_panels", "save_image_grid", "save_labelled_panels", "save_sample_picture"]
 
 
 def image_grid(images: np.ndarray, *, ncols: int | None = None, padding: int = 2) -> np.ndarray:
@@ -47,6 +47,48 @@ def save_image_grid(images: np.ndarray, path: str | pathlib.Path, *, ncols: int 
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     picture.save(path)
+    return path
+
+
+def labelled_panels(panels, *, scale: int = 3, band: int = 18, gap: int = 12) -> Image.Image:
+    """Image grids side by side, each under its title.
+
+    Args:
+      panels: `(title, images)` pairs, images `[N, H, W, C]` as for
+        `image_grid` (panels may differ in H and W).
+      scale: nearest-neighbour enlargement of every grid.
+      band: pixels of white above each grid for its title.
+      gap: pixels between panels.
+
+    Returns:
+      An RGB picture, `max(panel heights) + band` pixels high.
+    """
+    panels = list(panels)
+    if not panels:
+        raise ValueError("labelled_panels needs at least one (title, images) pair")
+    pictures = []
+    for title, images in panels:
+        grid = image_grid(images)
+        picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB")
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        framed = Image.new("RGB", (picture.width, picture.height + band), "white")
+        framed.paste(picture, (0, band))
+        ImageDraw.Draw(framed).text((4, 3), str(title), fill="black")
+        pictures.append(framed)
+    canvas = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) - 1),
+                               max(p.height for p in pictures)), "white")
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture, (x, 0))
+        x += picture.width + gap
+    return canvas
+
+
+def save_labelled_panels(panels, path: str | pathlib.Path, *, scale: int = 3) -> pathlib.Path:
+    """Writes `labelled_panels(panels, scale=scale)` as a PNG."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labelled_panels(panels, scale=scale).save(path)
     return path
 
 

@@ -5,7 +5,9 @@ scale S before differentiation and the gradients divided by S afterwards. S
 is kept as large as the float16 range allows: a step whose gradients overflow
 (any Inf or NaN) is skipped and S halved; after `period` finite steps in a row
 S doubles. The state is two scalars in the `TrainState`, so checkpoints carry
-it and a resumed run continues with the same scale.
+it and a resumed run continues with the same scale. `scaled_value_and_grad`
+is `jax.value_and_grad` through the scale, with or without it, so a train
+step is written once for every precision.
 
 Written here because no maintained JAX library provides it: optax 0.2.8 and
 Flax 0.12 have none, and DeepMind's `jmp` (its `DynamicLossScale` is the same
@@ -15,12 +17,12 @@ algorithm) has had no release since 0.0.4 in January 2023.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DynamicLossScale", "all_finite"]
+__all__ = ["DynamicLossScale", "all_finite", "scaled_value_and_grad"]
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -53,6 +55,13 @@ class DynamicLossScale:
                 f"DynamicLossScale needs initial_scale > 0, period >= 1, factor > 1, min_scale > 0; got {self}"
             )
 
+    @classmethod
+    def from_config(cls, config) -> "DynamicLossScale | None":
+        """The rule of a `TrainingConfiguration`: float16 training's, None for other precisions."""
+        if config.precision != "float16":
+            return None
+        return cls(initial_scale=config.loss_scale_init, period=config.loss_scale_period)
+
     def init(self) -> dict[str, jax.Array]:
         return {"scale": jnp.asarray(self.initial_scale, jnp.float32), "good_steps": jnp.zeros((), jnp.int32)}
 
@@ -75,3 +84,47 @@ class DynamicLossScale:
         )
         good = jnp.where(grads_finite & ~grown, state["good_steps"] + 1, 0)
         return {"scale": scale.astype(jnp.float32), "good_steps": good.astype(jnp.int32)}
+
+
+def scaled_value_and_grad(
+    fun: Callable[..., Any], scaler: DynamicLossScale | None, scale_state: dict[str, jax.Array] | None, *,
+    has_aux: bool = False,
+) -> Callable[..., tuple[Any, Any, jax.Array]]:
+    """`jax.value_and_grad(fun)` with the loss scaled by S before differentiation.
+
+    Args:
+      fun: `(params, *args) -> loss` (`(loss, aux)` with `has_aux`); the loss
+        a float scalar, differentiated with respect to the first argument.
+      scaler: the rule, or None for no scaling (float32 and bfloat16).
+      scale_state: the `TrainState.loss_scale` of this step (None without `scaler`).
+      has_aux: as in `jax.value_and_grad`.
+
+    Returns:
+      A function of `fun`'s arguments giving `(value, grads, finite)`: `value`
+      is what `fun` returned (the loss unscaled), `grads` are the gradients
+      of the loss (divided by S again), and `finite` is a bool scalar, True
+      when every gradient is finite (always True without `scaler`; the caller
+      skips the update and calls `scaler.adjust` with it).
+    """
+    if scaler is None:
+        plain = jax.value_and_grad(fun, has_aux=has_aux)
+
+        def unscaled(*args):
+            value, grads = plain(*args)
+            return value, grads, jnp.array(True)
+
+        return unscaled
+
+    def scaled_fun(*args):
+        out = fun(*args)
+        loss = out[0] if has_aux else out
+        return scaler.scale(scale_state, loss), out
+
+    scaled = jax.value_and_grad(scaled_fun, has_aux=True)
+
+    def wrapped(*args):
+        (_, value), grads = scaled(*args)
+        grads = scaler.unscale(scale_state, grads)
+        return value, grads, all_finite(grads)
+
+    return wrapped

@@ -8,7 +8,12 @@ Multi-host (JAX's distributed runtime): start the same command on every host
 with `--coordinator_address=HOST:PORT` (process 0's host and a free port),
 `--num_processes=N` and `--process_id=0..N-1`, and
 `--config.training.parallelism=data` (or fsdp); the mesh then spans every
-device of every host, and each host feeds its own rows of every batch.
+device of every host, and each host reads (gathers and decodes) only its own
+rows of every batch, so the run trains on the batches of a one-host run.
+Process 0 alone writes metrics.jsonl, config.json and final_metrics.json;
+every process writes its part of each checkpoint. A SIGTERM to any host (a
+preemption notice) or Ctrl-C stops every host after the same step, with a
+checkpoint (JAX's preemption service); the same commands resume.
 """
 
 import pathlib

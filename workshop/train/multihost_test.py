@@ -10,7 +10,6 @@ a one-process run on the same global batches.
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +19,6 @@ import numpy as np
 _STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _setup(parallelism, num_devices=None):
     from flax import nnx
 
@@ -33,14 +26,17 @@ def _setup(parallelism, num_devices=None):
     from workshop.models.factories import create_model
     from workshop.train.trainer import Trainer
 
-    model = create_model(ModelConfiguration(model_type="vae", input_shape=(8, 8, 1), latent_dim=8, backbone_type="mlp",
-                                            encoder_features=[64, 32], decoder_features=[32, 64],
-                                            parameters={"reconstruction_loss": "bernoulli"}), rngs=nnx.Rngs(0))
+    def build():  # On a mesh the Trainer builds the state directly sharded from this.
+        return create_model(ModelConfiguration(model_type="vae", input_shape=(8, 8, 1), latent_dim=8,
+                                               backbone_type="mlp", encoder_features=[64, 32],
+                                               decoder_features=[32, 64],
+                                               parameters={"reconstruction_loss": "bernoulli"}), rngs=nnx.Rngs(0))
+
     config = TrainingConfiguration(num_steps=_STEPS, ema_decay=0.9, parallelism=parallelism, num_devices=num_devices,
                                    fsdp_min_size=256, optimizer=OptimizerConfiguration(learning_rate=3e-3))
     rng = np.random.default_rng(0)
     batches = [{"x": (rng.random((16, 8, 8, 1)) < 0.3).astype(np.float32)} for _ in range(_STEPS)]
-    return Trainer(model, config), batches
+    return Trainer(build, config), batches
 
 
 def _worker(process_id: int, port: int, out: str) -> None:
@@ -78,13 +74,14 @@ from absl.testing import absltest  # noqa: E402
 from jax.sharding import PartitionSpec  # noqa: E402
 
 from workshop.train.main import initialize_distributed  # noqa: E402
+from workshop.train.train_binary_testing import free_port  # noqa: E402
 
 
 class MultiHostTest(absltest.TestCase):
     def test_two_processes_train_like_one(self):
         if jax.default_backend() != "cpu":  # the reference must use the workers' (CPU) arithmetic
             self.skipTest("the two workers run on CPU; run the CPU target")
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(sys.path),
                "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
         with tempfile.TemporaryDirectory() as out:

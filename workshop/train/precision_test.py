@@ -1,12 +1,14 @@
-"""Mixed-precision training: bfloat16 close to float32, float16 with dynamic loss scaling."""
+"""Mixed-precision training: bfloat16 close to float32, float16 with dynamic loss scaling, and
+every family's train step computing its matmuls and convolutions in bfloat16."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl.testing import absltest
+from absl.testing import absltest, parameterized
 from flax import nnx
 
 from workshop.core.configuration import ModelConfiguration, OptimizerConfiguration, TrainingConfiguration
+from workshop.core.device_manager import FLOAT32_SCOPE_PREFIX, matmul_sites
 from workshop.models.factories import create_model
 from workshop.train.loss_scaling import DynamicLossScale, all_finite
 from workshop.train.trainer import Trainer
@@ -72,6 +74,99 @@ class BFloat16Test(absltest.TestCase):
         train_model = nnx.merge(trainer.graphdef, state.params, state.rest)
         self.assertEqual(train_model.encoder.layers[0].dtype, jnp.bfloat16)
         self.assertTrue(np.isfinite(trainer.evaluate(state, _batches(1))["loss"]))
+
+
+# The float32 matmuls a bfloat16 train step keeps on purpose, each named by where it sits (a
+# `keep_float32` scope, or jax's attention einsum); every other matmul and convolution is bfloat16.
+_DELIBERATE_FLOAT32 = {
+    # Glow / NSF: W = P L U and W^-1 from the LU factors, whose log_s give log|det W|.
+    "invertible_1x1_lu": FLOAT32_SCOPE_PREFIX + "invertible_1x1_lu",
+    # VQ-VAE: |z|^2 - 2 z.e + |e|^2 cancels; bf16 would pick the wrong code.
+    "vq_code_distances": FLOAT32_SCOPE_PREFIX + "vq_code_distances",
+    # VQ-VAE: the EMA codebook sums over the batch.
+    "vq_ema_sums": FLOAT32_SCOPE_PREFIX + "vq_ema_sums",
+    # Super-resolution: resizing the low-resolution condition (data preparation, no parameters).
+    "super_resolution_upsample": FLOAT32_SCOPE_PREFIX + "super_resolution_upsample",
+    # jax.nn.dot_product_attention forms q k^T (and its gradients) in float32 for a stable softmax.
+    "attention_logits": "BTNH,BSNH->BNTS",
+}
+
+_IMG = (8, 8, 1)
+# One small model per family and layer kind -> the deliberate float32 matmuls its train step has
+# (MADE's masked layers: maf; coupling conditioners: realnvp; 1x1 convolutions: glow, nsf).
+_FAMILY_CASES = {
+    "vae": (dict(model_type="vae", input_shape=_IMG, latent_dim=4, backbone_type="mlp",
+                 encoder_features=[16], decoder_features=[16]), set()),
+    "vqvae": (dict(model_type="vqvae", input_shape=_IMG, latent_dim=4, encoder_features=[8, 16],
+                   decoder_features=[16, 8], parameters=dict(num_embeddings=8, ema_decay=0.99)),
+              {"vq_code_distances", "vq_ema_sums"}),
+    "ddpm_unet": (dict(model_type="ddpm", input_shape=_IMG, backbone_type="unet", encoder_features=[8, 16],
+                       parameters=dict(num_res_blocks=1, attention_resolutions=[4], num_heads=2)),
+                  {"attention_logits"}),
+    "ddpm_dit": (dict(model_type="ddpm", input_shape=_IMG, backbone_type="dit",
+                      parameters=dict(patch_size=4, hidden_size=16, depth=1, num_heads=2)), {"attention_logits"}),
+    "ddpm_super_resolution": (dict(model_type="ddpm_super_resolution", input_shape=_IMG, backbone_type="unet",
+                                   encoder_features=[8, 16],
+                                   parameters=dict(num_res_blocks=1, num_heads=2, downsample_factor=2)),
+                              {"super_resolution_upsample", "attention_logits"}),
+    "ebm": (dict(model_type="ebm", input_shape=(2,), backbone_type="mlp", encoder_features=[16],
+                 parameters=dict(mcmc_steps=2)), set()),
+    "pixelcnn": (dict(model_type="pixelcnn", input_shape=_IMG, parameters=dict(num_layers=2, features=8)), set()),
+    "transformer": (dict(model_type="transformer", input_shape=(8,),
+                         parameters=dict(vocab_size=16, num_layers=1, num_heads=2, embed_dim=16)),
+                    {"attention_logits"}),
+    "wavenet": (dict(model_type="wavenet", input_shape=(16,),
+                     parameters=dict(num_levels=16, input_format="mu_law_codes", num_blocks=1, layers_per_block=2,
+                                     residual_channels=8, dilation_channels=8, skip_channels=8)), set()),
+    "maf": (dict(model_type="maf", input_shape=(4,), num_flows=2, parameters=dict(hidden_features=[16])), set()),
+    "nsf_coupling": (dict(model_type="nsf", input_shape=(4, 4, 2), num_flows=2,
+                          parameters=dict(transform="coupling", hidden_channels=8)), {"invertible_1x1_lu"}),
+    "realnvp": (dict(model_type="realnvp", input_shape=_IMG, num_flows=1,
+                     parameters=dict(hidden_channels=8, num_levels=2)), set()),
+    "glow": (dict(model_type="glow", input_shape=_IMG, num_flows=1,
+                  parameters=dict(hidden_channels=8, num_levels=2)), {"invertible_1x1_lu"}),
+}
+
+
+def _family_batch(model, config):
+    rng = np.random.default_rng(0)
+    shape = tuple(config.input_shape)
+    x = rng.random((4, *shape)).astype(np.float32)
+    if config.model_type in ("transformer", "wavenet"):  # token ids / mu-law codes
+        size = getattr(model, "vocab_size", None) or model.num_levels
+        x = rng.integers(0, size, (4, *shape)).astype(np.int32)
+    return {"x": x, "label": np.zeros((4,), np.int32)}
+
+
+class EveryFamilyComputesInBF16Test(parameterized.TestCase):
+    """The bf16 train step of every non-GAN family (GANs: `gan_trainer`, tested there)."""
+
+    def test_the_cases_cover_every_family_but_gan(self):
+        from workshop.core import registry
+
+        families = {registry.get_model_spec(c["model_type"]).family for c, _ in _FAMILY_CASES.values()}
+        self.assertEqual(families, set(registry.FAMILIES) - {"gan"})
+        used = set().union(*(expected for _, expected in _FAMILY_CASES.values()))
+        self.assertEqual(used, set(_DELIBERATE_FLOAT32))  # no stale entries in the allow-list
+
+    @parameterized.named_parameters(*[(name, name) for name in _FAMILY_CASES])
+    def test_train_step_matmuls_are_bf16_but_the_deliberate_ones(self, name):
+        config_kwargs, expected = _FAMILY_CASES[name]
+        config = ModelConfiguration(**config_kwargs)
+        model = create_model(config, rngs=nnx.Rngs(0))
+        trainer = Trainer(model, TrainingConfiguration(num_steps=1, precision="bfloat16"))
+        batch = _family_batch(model, config)
+        sites = matmul_sites(jax.make_jaxpr(trainer._train_step)(trainer.init_state(), batch))
+        self.assertTrue(any(site.dtype == "bfloat16" for site in sites), f"{name}: no bf16 matmul at all")
+        found = set()
+        for site in sites:
+            if site.dtype == "bfloat16":
+                continue
+            reasons = [key for key, marker in _DELIBERATE_FLOAT32.items() if marker in site.scope]
+            self.assertTrue(reasons, f"{name}: a {site.dtype} {site.primitive} of {site.operand_dtypes} at "
+                                     f"{site.source or '?'} (scope {site.scope!r}) ignores the precision policy")
+            found.update(reasons)
+        self.assertEqual(found, expected)
 
 
 class Float16Test(absltest.TestCase):

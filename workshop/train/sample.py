@@ -5,21 +5,29 @@ Writes `<output_dir>/samples.png` (a grid) and `<output_dir>/samples.npy`
 `--sampler` (ddpm, ddim, dpm_solver_pp_2m, heun), `--steps` and
 `--guidance_scale`; unset flags keep the model's defaults. Super-resolution
 models take `--low_res=images.npy` (`[B, H/f, W/f, C]` in [0, 1]; one sample per
-image) and `--consistency`. Autoregressive models take `--temperature`,
-`--top_k` and `--top_p`. Models of text also write the decoded text to
+image) or `--test_images=N` (the dataset's first N test images, averaged down),
+and `--consistency`; they also write `super_resolution.png` (input | sample
+| original). Autoregressive models take `--temperature`,
+`--top_k` and `--top_p`. `--quality` scores image samples of Fashion-MNIST
+models (FID, KID, PRDC; `quality.json`). Models of text also write the decoded text to
 `samples.txt`, models of audio one WAV file per sample (`sample_000.wav`, ...;
 see `workshop.data.sources.write_decoded_samples`).
 """
 
+import json
+import pathlib
 import time
 
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from PIL import Image, ImageDraw
 
 from workshop.data.sources import write_decoded_samples
+from workshop.eval.quality import sample_quality
+from workshop.models.diffusion.super_resolution import average_pool
+from workshop.train import experiment
 from workshop.train.cli import quiet_library_logs, user_path
-from workshop.train.image_grid import image_grid
+from workshop.train.image_grid import save_labelled_panels
 from workshop.train.sampling import restore_workdir, write_samples
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/vae", "A workdir written by //workshop/train:train.")
@@ -42,6 +50,13 @@ _LOW_RES = flags.DEFINE_string("low_res", None, "Super-resolution models: a .npy
 _COMPARE = flags.DEFINE_list("compare", None, "Diffusion: sampler:steps pairs, e.g. ddpm:1000,ddim:50,"
                               "dpm_solver_pp_2m:20; draws each from the same seed into <output_dir>/<sampler>_<steps>/ "
                               "and writes <output_dir>/samplers.png, one labelled panel per pair.")
+_TEST_IMAGES = flags.DEFINE_integer("test_images", None, "Super-resolution models: instead of --low_res, the first "
+                                    "N test images of the workdir's dataset averaged to low resolution; "
+                                    "super_resolution.png then shows the originals too.", lower_bound=1)
+_QUALITY = flags.DEFINE_bool("quality", False, "Image models of Fashion-MNIST: also score the samples against the "
+                              "test set (FID, KID, precision/recall/density/coverage on the features of the "
+                              "Fashion-MNIST classifier, workshop.eval.sample_quality) into quality.json. "
+                              "Use at least 2000 samples for comparable FIDs.")
 _CONSISTENCY = flags.DEFINE_bool("consistency", False, "Super-resolution models: make each result's f x f block "
                                  "means equal its low-resolution image exactly.")
 
@@ -62,20 +77,28 @@ def main(argv):
                (("sampler", _SAMPLER), ("steps", _STEPS), ("guidance_scale", _GUIDANCE), ("temperature", _TEMPERATURE),
                 ("top_k", _TOP_K), ("top_p", _TOP_P)) if flag.value is not None}
     num_samples = _NUM_SAMPLES.value
-    if _LOW_RES.value:
+    originals = None
+    if _LOW_RES.value and _TEST_IMAGES.value:
+        raise app.UsageError("give --low_res or --test_images, not both")
+    if _LOW_RES.value or _TEST_IMAGES.value:
+        flag = "--low_res" if _LOW_RES.value else "--test_images"
         model = trainer.model_from_state(state)
         if not hasattr(model, "low_res_shape"):
-            raise app.UsageError(f"--low_res given, but model_type {model.model_type!r} of {workdir} is not a "
+            raise app.UsageError(f"{flag} given, but model_type {model.model_type!r} of {workdir} is not a "
                                  "super-resolution model")
-        path = user_path(_LOW_RES.value)
-        try:
-            low_res = np.load(path)
-        except (OSError, ValueError) as err:
-            raise app.UsageError(f"--low_res={_LOW_RES.value}: cannot read a .npy array ({err})") from None
+        if _LOW_RES.value:
+            path = user_path(_LOW_RES.value)
+            try:
+                low_res = np.load(path)
+            except (OSError, ValueError) as err:
+                raise app.UsageError(f"--low_res={_LOW_RES.value}: cannot read a .npy array ({err})") from None
+        else:
+            originals = _test_images(cfg, _TEST_IMAGES.value)
+            low_res = np.asarray(average_pool(jnp.asarray(originals), model.downsample_factor))
         try:
             options["low_res"] = np.asarray(model.check_low_res(low_res))
         except ValueError as err:
-            raise app.UsageError(f"--low_res={_LOW_RES.value}: {err}") from None
+            raise app.UsageError(f"{flag}={_LOW_RES.value or _TEST_IMAGES.value}: {err}") from None
         num_samples = len(low_res)
         if labels is not None:
             labels = np.resize(labels, num_samples)
@@ -91,9 +114,43 @@ def main(argv):
         paths.update(write_decoded_samples(cfg.data, np.load(paths["npy"]), output_dir))
     except ValueError as err:
         raise app.UsageError(str(err)) from None
+    if "low_res" in options:  # each input, enlarged to the output's size, beside its sample
+        samples = np.load(paths["npy"])
+        factor = samples.shape[1] // options["low_res"].shape[1]
+        shown = np.repeat(np.repeat(options["low_res"], factor, axis=1), factor, axis=2)
+        panels = [(f"input ({factor}x enlarged)", shown), ("samples", samples)]
+        if originals is not None:
+            panels.append(("original", originals))
+        path = save_labelled_panels(panels, output_dir / "super_resolution.png")
+        print(f"wrote {path}")
+    if _QUALITY.value:
+        paths["quality"] = _score(cfg, np.load(paths["npy"]), output_dir)
     print(f"restored step {record['step']} from {workdir}")
     for kind, path in sorted(paths.items()):
         print(f"wrote {path}")
+
+
+def _score(cfg, samples: np.ndarray, output_dir) -> pathlib.Path:
+    """FID/KID/PRDC of `samples` against the test set of the workdir's dataset, written to quality.json."""
+    try:
+        scores = sample_quality(samples, dataset=cfg.data.dataset, num_samples=None, data_dir=cfg.data.data_dir,
+                                seed=_SEED.value)
+    except (ValueError, FileNotFoundError) as err:  # FeatureNetworkMissingError names the command that makes it
+        raise app.UsageError(f"--quality: {err}") from None
+    path = output_dir / "quality.json"
+    path.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    print(f"FID {scores['fid']:.2f}, KID {scores['kid']:.4f} +- {scores['kid_std']:.4f}, precision "
+          f"{scores['precision']:.3f}, recall {scores['recall']:.3f}, density {scores['density']:.3f}, coverage "
+          f"{scores['coverage']:.3f} ({scores['num_samples']} samples vs {scores['num_reference']} test images)")
+    return path
+
+
+def _test_images(cfg, n: int) -> np.ndarray:
+    """The first n test images of the workdir's dataset, `[n, H, W, C]` floats in [0, 1]."""
+    images = np.asarray(experiment.data_source(cfg.data, train=False)["x"][:n])
+    if len(images) < n:
+        raise app.UsageError(f"--test_images={n}, but the test split of {cfg.data.dataset!r} has {len(images)} images")
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
 
 
 def _compare(trainer, state, output_dir, num_samples, labels, options) -> None:
@@ -110,24 +167,8 @@ def _compare(trainer, state, output_dir, num_samples, labels, options) -> None:
         except ValueError as err:
             raise app.UsageError(str(err)) from None
         print(f"{name}, {steps} steps: {time.perf_counter() - start:.1f} s (compile included); wrote {paths['npy']}")
-        panels.append((f"{name}, {steps} steps", image_grid(np.load(paths["npy"]))))
-    scale, band, gap = 3, 18, 12
-    pictures = []
-    for title, grid in panels:
-        picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB")
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-        framed = Image.new("RGB", (picture.width, picture.height + band), "white")
-        framed.paste(picture, (0, band))
-        ImageDraw.Draw(framed).text((4, 3), title, fill="black")
-        pictures.append(framed)
-    canvas = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) - 1),
-                               max(p.height for p in pictures)), "white")
-    x = 0
-    for picture in pictures:
-        canvas.paste(picture, (x, 0))
-        x += picture.width + gap
-    output_dir.mkdir(parents=True, exist_ok=True)
-    canvas.save(output_dir / "samplers.png")
+        panels.append((f"{name}, {steps} steps", np.load(paths["npy"])))
+    save_labelled_panels(panels, output_dir / "samplers.png")
     print(f"wrote {output_dir / 'samplers.png'}")
 
 

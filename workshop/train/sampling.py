@@ -41,7 +41,7 @@ def restore_workdir(
     trainer = make_trainer(create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed)), cfg)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)
     try:
-        state, record = checkpointer.restore(trainer.init_state(), step=step, model_config=cfg.model.to_dict())
+        state, record = checkpointer.restore(trainer.abstract_state(), step=step, model_config=cfg.model.to_dict())
     finally:
         checkpointer.close()
     return cfg, trainer, state, record

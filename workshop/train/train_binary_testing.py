@@ -1,16 +1,26 @@
 """Test helpers: the real train binary (`python -m workshop.train.main`) as a subprocess on tiny data.
 
 The fault tests (fault_tolerance_test.py, nonfinite_test.py) signal, kill and
-corrupt real runs of the binary. The run they use is a small MLP VAE on a
-64-image IDX fixture with dynamic binarization (so the resumed Bernoulli
+corrupt real runs of the binary; the multi-host test (multihost_binary_test.py)
+starts it as several processes of one run. The run they use is a small MLP VAE
+on a 64-image IDX fixture with dynamic binarization (so the resumed Bernoulli
 stream is checked too): 4 steps per epoch, a few ms per step on a CPU.
+
+`python -m workshop.train.train_binary_testing RECORD -- FLAGS...` runs the
+train binary with FLAGS and writes to RECORD (JSON) every path it opened for
+writing from Python (`RunLog(record_writes=...)`); tensorstore's own writes
+(the checkpoint arrays) are C++ and not seen.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
+import signal
+import runpy
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +30,8 @@ import numpy as np
 
 from workshop.data.idx import write_idx
 
-__all__ = ["RunLog", "checkpoint_steps", "train_records", "wait_until", "write_config", "write_fixture_dataset"]
+__all__ = ["RunLog", "SigintAt", "checkpoint_steps", "free_port", "train_losses", "train_records", "wait_until",
+           "write_config", "write_fixture_dataset"]
 
 _CONFIG_TEMPLATE = '''"""A tiny VAE run for the fault tests (written by train_binary_testing.py)."""
 from workshop.train.configs import vae
@@ -34,7 +45,7 @@ def get_config():
     config.training.update({training!r})
     config.training.optimizer.warmup_steps = 2
     config.data.update(batch_size=16, eval_batch_size=16, prefetch=0)
-    config.eval.final_eval = False
+    config.eval.update({eval_settings!r})
     return config
 '''
 
@@ -56,17 +67,33 @@ def write_fixture_dataset(root: pathlib.Path, n_train: int = 64, n_test: int = 3
     return root
 
 
-def write_config(path: pathlib.Path, **training: Any) -> pathlib.Path:
-    """A config file: the tiny VAE with `training` fields over the test defaults."""
-    path.write_text(_CONFIG_TEMPLATE.format(training={**_TRAINING_DEFAULTS, **training}))
+def write_config(path: pathlib.Path, *, eval_settings: dict[str, Any] | None = None, **training: Any) -> pathlib.Path:
+    """A config file: the tiny VAE with `training` fields over the test defaults.
+
+    `eval_settings` are `config.eval` fields; by default the final evaluation is off.
+    """
+    path.write_text(_CONFIG_TEMPLATE.format(training={**_TRAINING_DEFAULTS, **training},
+                                            eval_settings=eval_settings or {"final_eval": False}))
     return path
 
 
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for a coordinator)."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
 class RunLog:
-    """One run of the train binary; stderr goes to `<workdir>.stderr`."""
+    """One run of the train binary; stderr goes to `<workdir>.<time>.stderr`.
+
+    With `record_writes` the binary records the files it opens for writing
+    there (`written()`).
+    """
 
     def __init__(self, config: pathlib.Path, workdir: pathlib.Path, data_dir: pathlib.Path, *,
-                 env: dict[str, str] | None = None, flags: tuple[str, ...] = ()):
+                 env: dict[str, str] | None = None, flags: tuple[str, ...] = (),
+                 record_writes: pathlib.Path | None = None):
         self.workdir = pathlib.Path(workdir)
         self.stderr_path = self.workdir.with_name(self.workdir.name + f".{time.time_ns()}.stderr")
         child_env = {
@@ -76,7 +103,9 @@ class RunLog:
             "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # several processes may share one GPU
             **(env or {}),
         }
-        command = [sys.executable, "-m", "workshop.train.main", f"--config={config}", f"--workdir={workdir}",
+        self.record_writes = record_writes
+        binary = ["workshop.train.main"] if record_writes is None else [__name__, str(record_writes), "--"]
+        command = [sys.executable, "-m", *binary, f"--config={config}", f"--workdir={workdir}",
                    f"--data_dir={data_dir}", *flags]
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(command, env=child_env, stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -88,6 +117,26 @@ class RunLog:
     @property
     def stderr(self) -> str:
         return self.stderr_path.read_text()
+
+    def written(self) -> set[str]:
+        """The paths the run opened for writing from Python (needs `record_writes`)."""
+        return set(json.loads(pathlib.Path(self.record_writes).read_text()))
+
+
+class SigintAt:
+    """A callback that presses Ctrl-C (a real SIGINT to this process) after a given step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, step, state) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def train_losses(workdir: pathlib.Path) -> dict[int, float]:
+    """`{step: train loss}` from a workdir's metrics.jsonl."""
+    return {step: record["loss"] for step, record in train_records(workdir)[0].items()}
 
 
 def train_records(workdir: pathlib.Path) -> tuple[dict[int, dict[str, Any]], list[int]]:
@@ -125,3 +174,30 @@ def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
     """The finished checkpoints' steps (orbax's temporary directories excluded)."""
     directory = pathlib.Path(workdir) / "checkpoints"
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+
+
+_WRITE_MODE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _run_train_binary_recording_writes(record: str, flags: list[str]) -> None:
+    """Runs `workshop.train.main` with `flags`; at exit writes the paths it opened for writing to `record`."""
+    written: set[str] = set()
+
+    def audit(event: str, args: tuple) -> None:
+        # "open" comes from open()/io.open (path, mode str, flags) and os.open (path, None, flags).
+        if event != "open" or not isinstance(args[0], (str, bytes, os.PathLike)):
+            return
+        mode, flags_ = args[1], args[2]
+        if (mode is not None and any(c in mode for c in "wax+")) or (mode is None and flags_ & _WRITE_MODE):
+            written.add(os.path.abspath(os.fsdecode(args[0])))
+
+    atexit.register(lambda: pathlib.Path(record).write_text(json.dumps(sorted(written))))
+    sys.addaudithook(audit)
+    sys.argv = [sys.argv[0], *flags]
+    runpy.run_module("workshop.train.main", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[2] != "--":
+        sys.exit("usage: python -m workshop.train.train_binary_testing RECORD -- TRAIN_FLAGS...")
+    _run_train_binary_recording_writes(sys.argv[1], sys.argv[3:])

@@ -25,9 +25,9 @@ from flax import nnx, struct
 
 from workshop.core.configuration import TrainingConfiguration
 from workshop.core.device_manager import apply_compute_dtype, check_precision_supported, precision_policy
-from workshop.train.loss_scaling import DynamicLossScale, all_finite
+from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
-from workshop.train.distributed import MeshSharding, ShardedStep
+from workshop.train.distributed import MeshSharding
 
 __all__ = ["TrainState", "Trainer", "NonFiniteLossError"]
 
@@ -81,20 +81,29 @@ class Trainer:
 
     Args:
       model: the model (`__call__(x, *, rngs)`, `loss_fn(batch, outputs)`,
-        `generate(*, n_samples, rngs)`). Conditional models (with a
-        `num_classes` attribute) get `labels=batch["label"]`.
+        `generate(*, n_samples, rngs)`), or a function of no arguments that
+        builds it (e.g. `lambda: create_model(cfg, rngs=nnx.Rngs(0))`).
+        Conditional models (with a `num_classes` attribute) get
+        `labels=batch["label"]`.
       config: the training configuration (optimizer, EMA, intervals,
         `parallelism` and `precision`).
 
     Devices: with `config.parallelism` "data" or "fsdp" the state lives on a
     mesh (`workshop.train.distributed`), `train_step` takes this process's rows
     of a batch as numpy and puts them on the mesh, and metrics come back
-    replicated.
+    replicated. Given a function that builds the model, the trainer builds it
+    abstractly (`nnx.eval_shape`) and `init_state` creates the parameters,
+    optimizer state and EMA inside one `jax.jit` with the state's shardings as
+    `out_shardings` (`build_state`), so no device ever holds a whole
+    FSDP-sharded array (models larger than one device); the values equal
+    those of the function called on one device (`jax_threefry_partitionable`
+    random bits do not depend on the sharding). Given a built model, its host
+    copy is placed on the mesh. Without a mesh the function is just called.
 
     Precision: with `config.precision` "bfloat16" or "float16" the train step
     casts the float32 parameters and the input `batch["x"]` to that dtype at
-    the start of the loss function, every Flax layer of the train-step model
-    computes in it, the outputs are cast back to float32 before
+    the start of the loss function, every layer of the train-step model (Flax's
+    and Workshop's own, by their `dtype` attribute) computes in it, the outputs are cast back to float32 before
     `model.loss_fn`, and the gradients (of the float32 parameters) are float32;
     optimizer state and EMA stay float32. float16 adds dynamic loss scaling
     (a step with overflowing gradients is skipped; logged as `grads_finite`
@@ -107,16 +116,21 @@ class Trainer:
 
     mesh_sharding: MeshSharding | None = None
     state_sharding: Any = None
+    # Sharded construction (a model-building function on a mesh): the function and
+    # `build_state`, the jitted rng -> TrainState whose out_shardings are `state_sharding`.
+    _build_model: Callable[[], nnx.Module] | None = None
+    build_state: Callable[[jax.Array], TrainState] | None = None
     loss_scale: DynamicLossScale | None = None
 
-    def __init__(self, model: nnx.Module, config: TrainingConfiguration):
+    def __init__(self, model: nnx.Module | Callable[[], nnx.Module], config: TrainingConfiguration):
         self.config = config
+        self.mesh_sharding = MeshSharding.from_config(config)
+        model = self._resolve_model(model)
         self.conditional = hasattr(model, "num_classes")
         self.policy = precision_policy(config.precision)
         if self.policy.is_mixed:
             check_precision_supported(self.policy)
-        if config.precision == "float16":
-            self.loss_scale = DynamicLossScale(config.loss_scale_init, config.loss_scale_period)
+        self.loss_scale = DynamicLossScale.from_config(config)
         model.train()
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         eval_model = nnx.merge(self.graphdef, params, rest)
@@ -128,7 +142,6 @@ class Trainer:
             self.graphdef = nnx.split(train_model, nnx.Param, ...)[0]
         self._initial = (params, rest)
         self.tx, self.schedule = make_optimizer(config.optimizer, config.num_steps)
-        self.mesh_sharding = MeshSharding.from_config(config)
         if self.mesh_sharding is None:
             self.train_step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]] = jax.jit(
                 self._train_step, donate_argnums=0
@@ -141,16 +154,28 @@ class Trainer:
             self.state_sharding = ms.state_shardings(abstract)
             sh = self.state_sharding
             _log.info("training with %s", ms.describe())
-            self.train_step = ShardedStep(
-                jax.jit(self._train_step, donate_argnums=0, in_shardings=(sh, ms.batch_sharding),
-                        out_shardings=(sh, ms.replicated)),
-                ms,
-            )
+            self.train_step = ms.jit_step(self._train_step, sh)
             # Evaluation batches may have any size: they are replicated, not split.
             self.eval_step = jax.jit(self._eval_step, in_shardings=(sh.params, sh.rest, ms.replicated, ms.replicated),
                                      out_shardings=ms.replicated)
             self._generate = jax.jit(self._generate_impl, static_argnames=("n_samples",), out_shardings=ms.replicated)
+            if self._build_model is not None:
+                # rng uint32[2] -> TrainState: the whole state created already sharded.
+                self.build_state = jax.jit(self._build_state, out_shardings=sh)
         self._stop_reason: str | None = None
+
+    def _resolve_model(self, model: nnx.Module | Callable[[], nnx.Module]) -> nnx.Module:
+        """`model`, or the model the function `model` builds: abstractly on a mesh (`init_state`
+        then builds it for real, straight into its shardings, with `build_state`)."""
+        if isinstance(model, nnx.Module):
+            return model
+        if not callable(model):
+            raise TypeError(f"{type(self).__name__} needs an nnx.Module or a function of no arguments that builds "
+                            f"one, got {type(model).__name__}")
+        if self.mesh_sharding is None:
+            return model()
+        self._build_model = model
+        return nnx.eval_shape(model)
 
     # ----------------------------------------------------------------- state
     def init_state(self, seed: int | None = None) -> TrainState:
@@ -158,17 +183,38 @@ class Trainer:
 
         The arrays are copies: the compiled step donates its input state, so a
         state shared between calls would be deleted by the first one. On a
-        mesh every array is placed with its sharding (each process copies
-        only the pieces its devices hold).
+        mesh, a trainer given a model-building function creates the state
+        with `build_state` (sharded construction, see the class docstring);
+        one given a built model places every array with its sharding (each
+        process copies only the pieces its devices hold).
         """
         seed = self.config.seed if seed is None else seed
         if self.mesh_sharding is None:
             params, rest = jax.tree.map(jnp.copy, self._initial)
             return self._fresh_state(params, rest, jax.random.PRNGKey(seed))
         ms, sh = self.mesh_sharding, self.state_sharding
+        if self.build_state is not None:
+            return self.build_state(ms.place(np.asarray(jax.random.PRNGKey(seed)), sh.rng))
         params, rest = ms.place(jax.device_get(self._initial), (sh.params, sh.rest))
         rng = ms.place(np.asarray(jax.random.PRNGKey(seed)), sh.rng)
         return jax.jit(self._fresh_state, out_shardings=sh)(params, rest, rng)
+
+    def abstract_state(self) -> TrainState:
+        """The state's shapes, dtypes and shardings (`jax.ShapeDtypeStruct`s); creates no array.
+
+        A restore target: `Checkpointer.restore(trainer.abstract_state())`
+        reads a checkpoint straight into the state's layout (sharded on a mesh,
+        on `jax.devices()[0]` otherwise) without building a fresh state first.
+        """
+        shapes = jax.eval_shape(self._fresh_state, *self._initial, jax.random.PRNGKey(0))
+        shardings = self.state_sharding
+        if shardings is None:
+            shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), shapes)
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+
+    def _build_state(self, rng) -> TrainState:
+        _, params, rest = nnx.split(self._build_model(), nnx.Param, ...)
+        return self._fresh_state(params, rest, rng)
 
     def _fresh_state(self, params, rest, rng) -> TrainState:
         return TrainState(
@@ -212,13 +258,10 @@ class Trainer:
             _, new_rest = nnx.split(model, nnx.Param, ...)[1:]
             if mixed:  # running statistics keep their dtypes
                 new_rest = jax.tree.map(lambda new, old: new.astype(old.dtype), new_rest, state.rest)
-            loss = metrics["loss"] if scaler is None else scaler.scale(state.loss_scale, metrics["loss"])
-            return loss, (metrics, new_rest)
+            return metrics["loss"], (metrics, new_rest)
 
-        (_, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        if scaler is not None:
-            grads = scaler.unscale(state.loss_scale, grads)
-            finite = all_finite(grads)
+        (_, (metrics, rest)), grads, finite = scaled_value_and_grad(
+            loss_fn, scaler, state.loss_scale, has_aux=True)(state.params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = state.ema_params

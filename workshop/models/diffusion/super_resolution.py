@@ -35,6 +35,7 @@ from flax import nnx
 from pydantic import Field, PositiveInt
 
 from workshop.core.configuration import ModelConfiguration
+from workshop.core.device_manager import keep_float32
 from workshop.core.registry import register_model
 from workshop.models.diffusion.ddpm import DDPM, DDPMParameters, _parameters
 from workshop.models.diffusion.samplers import clip_x0, map_x0
@@ -163,7 +164,10 @@ class SuperResolutionDDPM(DDPM):
         h, w, c = self.input_shape
         if low_res is None:
             return jnp.zeros((batch, h, w, c + 1), jnp.float32)
-        up = jax.image.resize(2.0 * low_res - 1.0, (batch, h, w, c), self.upsample_method)
+        # Data preparation, no parameters: float32 under any precision policy (the denoiser's
+        # first layer casts its input to the compute dtype); the resize is two small matmuls.
+        with keep_float32("super_resolution_upsample"):
+            up = jax.image.resize(2.0 * low_res - 1.0, (batch, h, w, c), self.upsample_method)
         return jnp.concatenate([up, jnp.ones((batch, h, w, 1), jnp.float32)], axis=-1)
 
     def _condition_or_null(self, low_res: Any, batch: int) -> jax.Array:

@@ -21,7 +21,14 @@ package and implement `_to_latent` / `_from_latent`; this class adds:
   layer a learned label embedding; the model then has a `num_classes`
   attribute and takes `labels=` (the Trainer passes `batch["label"]`).
 
-Log-dets and log_prob are float32 whatever the precision policy.
+Precision (`workshop.core.device_manager`): under a mixed policy the
+conditioner networks, MADE's masked layers and x W of the invertible 1x1
+convolutions compute in the compute dtype (bfloat16/float16). Kept in float32
+on purpose, whatever the policy: the flow state between layers, the
+elementwise transforms (affine scales; the spline's softmax bin
+normalisation, bin search and inverse root, `spline.py`), the LU factors of
+the 1x1 convolutions, ActNorm, every log-det, the dequantisation and logit
+preprocessing, log_prob and the loss.
 """
 
 from __future__ import annotations

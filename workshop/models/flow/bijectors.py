@@ -10,9 +10,16 @@ Every bijector here, and in `coupling.py` and `made.py`, follows one convention:
 Arrays are `[B, D]` (vectors) or `[B, H, W, C]` (images); layers that act on
 features act on the last axis and share over the spatial axes. Log-dets are
 float32 `[B]`. `cond` (`[B, E]` or None) is ignored by layers without a
-conditioner. These layers keep float32 parameters and compute in float32
-whatever the precision policy (their outputs are flow states and log-dets);
-only the conditioner networks follow the policy.
+conditioner.
+
+Precision (`workshop.core.device_manager`): parameters are float32 and flow
+states leave every layer as float32. The one matmul here, x W of
+`Invertible1x1Conv`, runs in the layer's `dtype` (the policy's compute dtype)
+like any layer; what is kept in float32 on purpose, inside `keep_float32`
+scopes, is the product of W's LU factors, the triangular solves of W^-1 and
+every log-det (sum(log_s) times H*W would lose whole nats in bfloat16).
+ActNorm is elementwise and float32 throughout (its data-dependent statistics
+are means and variances).
 
 * `ActNorm`: per-channel affine with data-dependent initialisation (Kingma &
   Dhariwal 2018, "Glow", arXiv:1807.03039, section 3.1).
@@ -35,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from workshop.core.device_manager import get_precision_policy, keep_float32
 from workshop.models.flow.initializers import numpy_generator, random_rotation_lu
 
 
@@ -123,6 +131,11 @@ class Invertible1x1Conv(nnx.Module):
     diagonal upper) and log_s are trained. log|det W| = sum(log_s), times H*W
     for images. Initialised at a random rotation, as in Glow.
 
+    Precision: W (and W^-1) is formed from its LU factors in float32 and the
+    log-det is float32, whatever dtype the parameters arrive in; x W runs in
+    the layer's `dtype` (the policy's compute dtype; `apply_compute_dtype`
+    changes it), and z is returned as float32.
+
     Args:
       num_features: C, size of the last axis.
       rngs: `params` stream (or default) draws the initial rotation.
@@ -139,31 +152,44 @@ class Invertible1x1Conv(nnx.Module):
         self.upper = nnx.Param(f32(np.triu(upper, 1)))
         self.log_s = nnx.Param(f32(np.log(np.abs(diag))))
         self.num_features = c
+        self.dtype = get_precision_policy().compute_dtype
+
+    def _factors(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """P, L (unit lower) and U (upper, diagonal sign * exp(log_s)), `[C, C]` float32."""
+        c = self.num_features
+        f32 = lambda v: v[...].astype(jnp.float32)  # noqa: E731  the trainer may hand in bf16 parameters
+        lower = jnp.tril(f32(self.lower), -1) + jnp.eye(c, dtype=jnp.float32)
+        upper = jnp.triu(f32(self.upper), 1) + jnp.diag(f32(self.sign) * jnp.exp(f32(self.log_s)))
+        return f32(self.permutation), lower, upper
+
+    def _log_det(self, x: jax.Array, sign: float) -> jax.Array:
+        return _batch_log_det(sign * jnp.sum(self.log_s[...].astype(jnp.float32)), x)
 
     def weight(self) -> jax.Array:
         """W `[C, C]` float32."""
-        c = self.num_features
-        lower = jnp.tril(self.lower[...], -1) + jnp.eye(c, dtype=jnp.float32)
-        upper = jnp.triu(self.upper[...], 1) + jnp.diag(self.sign[...] * jnp.exp(self.log_s[...]))
-        return self.permutation[...] @ lower @ upper
+        with keep_float32("invertible_1x1_lu"):
+            p, lower, upper = self._factors()
+            return p @ lower @ upper
+
+    def inverse_weight(self) -> jax.Array:
+        """W^-1 = U^-1 L^-1 P^T `[C, C]` float32, by two triangular solves (better conditioned than inv(W))."""
+        with keep_float32("invertible_1x1_lu"):
+            p, lower, upper = self._factors()
+            eye = jnp.eye(self.num_features, dtype=jnp.float32)
+            inv_lower = jax.scipy.linalg.solve_triangular(lower, eye, lower=True, unit_diagonal=True)
+            inv_upper = jax.scipy.linalg.solve_triangular(upper, eye, lower=False)
+            return inv_upper @ inv_lower @ p.T
+
+    def _mix(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        dtype = self.dtype
+        y = jnp.einsum("...c,cd->...d", x.astype(dtype), w.astype(dtype), precision=jax.lax.Precision.HIGHEST)
+        return y.astype(jnp.float32)
 
     def forward(self, x: jax.Array, *, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        x = x.astype(jnp.float32)
-        z = jnp.einsum("...c,cd->...d", x, self.weight(), precision=jax.lax.Precision.HIGHEST)
-        return z, _batch_log_det(jnp.sum(self.log_s[...]), x)
+        return self._mix(x, self.weight()), self._log_det(x, 1.0)
 
     def inverse(self, z: jax.Array, *, cond: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        z = z.astype(jnp.float32)
-        c = self.num_features
-        lower = jnp.tril(self.lower[...], -1) + jnp.eye(c, dtype=jnp.float32)
-        upper = jnp.triu(self.upper[...], 1) + jnp.diag(self.sign[...] * jnp.exp(self.log_s[...]))
-        # W^-1 = U^-1 L^-1 P^T by two triangular solves, better conditioned than inv(W).
-        eye = jnp.eye(c, dtype=jnp.float32)
-        inv_lower = jax.scipy.linalg.solve_triangular(lower, eye, lower=True, unit_diagonal=True)
-        inv_upper = jax.scipy.linalg.solve_triangular(upper, eye, lower=False)
-        w_inv = inv_upper @ inv_lower @ self.permutation[...].T
-        x = jnp.einsum("...c,cd->...d", z, w_inv, precision=jax.lax.Precision.HIGHEST)
-        return x, _batch_log_det(-jnp.sum(self.log_s[...]), z)
+        return self._mix(z, self.inverse_weight()), self._log_det(z, -1.0)
 
 
 class Permutation(nnx.Module):

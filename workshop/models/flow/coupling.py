@@ -18,7 +18,10 @@ Masks (Real NVP section 3.4):
 The conditioner is a small CNN for images (3x3 conv, 1x1 layer as a matmul,
 zero-initialised 3x3 conv, as in Glow) and an MLP for vectors; an optional
 conditioning vector `cond` `[B, E]` enters every conditioner. Conditioners
-follow the precision policy; the transform and log-dets are float32.
+follow the precision policy (their matmuls and convolutions run in the
+compute dtype); their outputs are cast to float32, and the transform and
+log-dets are float32 on purpose (`elementwise.py`, `spline.py`: the spline's
+softmax bin normalisation and bin search would misplace knots in bfloat16).
 """
 
 from __future__ import annotations
@@ -95,12 +98,12 @@ class ConvConditioner(nnx.Module):
                                  kernel_init=initializers.zeros, **kw)
         self.cond_proj = (nnx.Linear(cond_features, hidden_channels, kernel_init=normal, **kw)
                           if cond_features else None)
-        self.compute_dtype = policy.compute_dtype
 
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
-        h = self.conv_in(x.astype(self.compute_dtype))
+        # The layers cast their inputs to their own dtype (the policy's, or apply_compute_dtype's).
+        h = self.conv_in(x)
         if self.cond_proj is not None and cond is not None:
-            h = h + self.cond_proj(cond.astype(self.compute_dtype))[:, None, None, :]
+            h = h + self.cond_proj(cond)[:, None, None, :]
         h = nnx.relu(h)
         h = nnx.relu(self.hidden(h))
         return self.conv_out(h).astype(jnp.float32)

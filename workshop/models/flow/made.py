@@ -57,7 +57,12 @@ def made_masks(num_inputs: int, hidden_features: Sequence[int], outputs_per_inpu
 
 
 class MaskedLinear(nnx.Module):
-    """y = x @ (kernel * mask) + bias (Germain et al. 2015, eq. 8)."""
+    """y = x @ (kernel * mask) + bias (Germain et al. 2015, eq. 8): `[B, fan_in] -> [B, fan_out]`.
+
+    Parameters are `param_dtype`; like a Flax layer it computes in its `dtype`
+    (the policy's compute dtype when built; `apply_compute_dtype` changes it),
+    the 0/1 mask being exact in any of them.
+    """
 
     def __init__(self, mask: np.ndarray, *, zero_init: bool = False, rngs: nnx.Rngs):
         policy = get_precision_policy()
@@ -69,11 +74,12 @@ class MaskedLinear(nnx.Module):
             np.sqrt(fan_in / kept), policy.param_dtype))
         self.bias = nnx.Param(initializers.zeros(None, (fan_out,), policy.param_dtype))
         self.mask = Buffer(jnp.asarray(mask, policy.param_dtype))
-        self.compute_dtype = policy.compute_dtype
+        self.dtype = policy.compute_dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        w = (self.kernel[...] * self.mask[...]).astype(self.compute_dtype)
-        return x.astype(self.compute_dtype) @ w + self.bias[...].astype(self.compute_dtype)
+        dtype = self.dtype
+        w = self.kernel[...].astype(dtype) * self.mask[...].astype(dtype)
+        return x.astype(dtype) @ w + self.bias[...].astype(dtype)
 
 
 class MADE(nnx.Module):

@@ -12,7 +12,10 @@ K-1 interior derivatives (`num_spline_params(K) = 3K - 1`). All zeros give
 equal bins and unit derivatives, i.e. the identity, which is how a flow built
 from zero-initialised conditioners starts.
 
-Everything is computed in float32.
+Everything is computed in float32, whatever the precision policy: the
+softmax bin normalisation, the cumulative knot positions, the bin search
+and the inverse's quadratic root would misplace knots and bins in bfloat16
+(8 bits of mantissa), and the log-derivatives are log-det terms.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ class NormalisationTest(parameterized.TestCase):
         model.train()
         g(z)
         stem = g.net.stem(z)  # [5, 2 * 2 * 6]: the projection to the smallest map
-        np.testing.assert_allclose(g.norms[0].mean[...], 0.1 * jnp.mean(stem.reshape(5, 2, 2, 6), axis=(0, 1, 2)),
+        np.testing.assert_allclose(g.net.norms[0].mean[...], 0.1 * jnp.mean(stem.reshape(5, 2, 2, 6), axis=(0, 1, 2)),
                                    rtol=1e-4, atol=1e-6)
         self.assertFalse(np.allclose(g(z[:2]), g(z)[:2], atol=1e-4))
         model.eval()

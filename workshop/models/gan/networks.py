@@ -107,22 +107,13 @@ class Generator(nnx.Module):
             None if num_classes is None else LabelEmbedding(num_classes, label_features, rngs=rngs))
         in_features = self.latent_dim + label_features
         if backbone == "conv":
+            # With "batch": a batch norm before every ReLU (Radford et al. 2015, section 3).
+            batch_norm = (lambda channels: _batch_norm(channels, rngs)) if norm == "batch" else None
             self.net = ConvDecoder(self.output_shape, features, 1, in_features=in_features, activation=nnx.relu,
-                                   rngs=rngs)
+                                   norm=batch_norm, rngs=rngs)
         else:
             self.net = MLP(in_features, features, math.prod(self.output_shape), activation=nnx.relu, rngs=rngs)
         self.norm = norm
-        # One normalisation after the projection and after each upsampling of the ConvDecoder.
-        self.norms = nnx.List([_batch_norm(int(f), rngs) for f in (features[0], *features)] if norm == "batch" else [])
-
-    def _normalised_conv(self, h: jax.Array) -> jax.Array:
-        # The ConvDecoder's layers with a batch norm before each ReLU (Radford et al. 2015, section 3).
-        net = self.net
-        x = self.norms[0](net.stem(h).reshape(h.shape[0], *net.stem_shape))
-        x = nnx.relu(x)
-        for up, norm, (hh, ww) in zip(net.upsamples, self.norms[1:], net.stage_sizes[1:]):
-            x = nnx.relu(norm(up(x)[:, :hh, :ww, :]))
-        return net.head(x)
 
     def __call__(self, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """`[B, latent_dim]` (and `[B]` int labels) -> `[B, *output_shape]` float32."""
@@ -130,7 +121,7 @@ class Generator(nnx.Module):
         if self.label_embedding is not None:
             emb = self.label_embedding(labels)
             h = jnp.concatenate([z.astype(emb.dtype), emb], axis=-1)
-        out = self._normalised_conv(h) if self.norm == "batch" else self.net(h)
+        out = self.net(h)
         out = out.astype(jnp.float32).reshape(z.shape[0], *self.output_shape)
         return OUTPUT_ACTIVATIONS[self.output_activation](out)
 

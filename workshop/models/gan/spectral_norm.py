@@ -14,6 +14,11 @@ Like batch normalisation the estimate is a running statistic: layers update
 `u` on each call while `use_running_average` is False (after
 `module.train()`) and only read it after `module.eval()`. No gradient flows
 through `u`.
+
+Precision: like a Flax layer each one computes in its `dtype` (the policy's
+compute dtype when built; `apply_compute_dtype` changes it). The power
+iteration and sigma stay float32 on purpose (`keep_float32`): they estimate a
+norm, which bfloat16's 8-bit mantissa would blur.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from workshop.core.device_manager import get_precision_policy
+from workshop.core.device_manager import get_precision_policy, keep_float32
 
 __all__ = ["PowerIterationVector", "SpectralNormConv", "SpectralNormLinear", "power_iteration"]
 
@@ -75,7 +80,8 @@ class _SpectralNorm(nnx.Module):
         matrix = kernel.reshape(-1, kernel.shape[-1])
         u = self.u[...]
         # Without updating, one more iteration from the stored u still refines sigma.
-        u_new, sigma = power_iteration(matrix, u, self.num_iterations)
+        with keep_float32("spectral_norm_power_iteration"):
+            u_new, sigma = power_iteration(matrix, u, self.num_iterations)
         if not self.use_running_average:
             self.u[...] = u_new
         return kernel / sigma
@@ -83,7 +89,8 @@ class _SpectralNorm(nnx.Module):
     def sigma(self) -> jax.Array:
         """The current estimate of the kernel's largest singular value (scalar)."""
         kernel = self.kernel[...].astype(jnp.float32)
-        _, sigma = power_iteration(kernel.reshape(-1, kernel.shape[-1]), self.u[...], self.num_iterations)
+        with keep_float32("spectral_norm_power_iteration"):
+            _, sigma = power_iteration(kernel.reshape(-1, kernel.shape[-1]), self.u[...], self.num_iterations)
         return sigma
 
 
@@ -98,15 +105,15 @@ class SpectralNormLinear(_SpectralNorm):
 
     def __init__(self, in_features: int, out_features: int, *, num_iterations: int = 1, rngs: nnx.Rngs):
         policy = get_precision_policy()
-        self.compute_dtype = policy.compute_dtype
+        self.dtype = policy.compute_dtype
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), policy.param_dtype))
         self.bias = nnx.Param(jnp.zeros((out_features,), policy.param_dtype))
         self._init_spectral(out_features, num_iterations, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.normalised_kernel().astype(self.compute_dtype)
-        return x.astype(self.compute_dtype) @ kernel + self.bias[...].astype(self.compute_dtype)
+        kernel = self.normalised_kernel().astype(self.dtype)
+        return x.astype(self.dtype) @ kernel + self.bias[...].astype(self.dtype)
 
 
 class SpectralNormConv(_SpectralNorm):
@@ -127,7 +134,7 @@ class SpectralNormConv(_SpectralNorm):
     def __init__(self, in_features: int, out_features: int, kernel_size: Sequence[int] = (3, 3), *,
                  strides: int = 1, num_iterations: int = 1, rngs: nnx.Rngs):
         policy = get_precision_policy()
-        self.compute_dtype = policy.compute_dtype
+        self.dtype = policy.compute_dtype
         shape = (*(int(k) for k in kernel_size), int(in_features), int(out_features))
         self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), shape, policy.param_dtype))
         self.bias = nnx.Param(jnp.zeros((out_features,), policy.param_dtype))
@@ -136,8 +143,8 @@ class SpectralNormConv(_SpectralNorm):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """`[B, H, W, C_in] -> [B, ceil(H / s), ceil(W / s), C_out]`."""
-        kernel = self.normalised_kernel().astype(self.compute_dtype)
+        kernel = self.normalised_kernel().astype(self.dtype)
         y = jax.lax.conv_general_dilated(
-            x.astype(self.compute_dtype), kernel, self.strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            x.astype(self.dtype), kernel, self.strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
-        return y + self.bias[...].astype(self.compute_dtype)
+        return y + self.bias[...].astype(self.dtype)

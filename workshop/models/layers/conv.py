@@ -117,6 +117,10 @@ class ConvDecoder(nnx.Module):
         `[B, h, w, in_features]` at the smallest size (`latent_grid_shape`),
         mapped to `features[0]` channels by a 3x3 convolution.
       activation: applied after every layer but the last.
+      norm: None, or a function `channels -> layer` making the normalisation
+        applied before the activation of the stem's map and of each
+        upsampling stage (e.g. batch norm, as in DCGAN's generator, Radford
+        et al. 2015, section 3).
       rngs: `params` stream (or default).
     """
 
@@ -129,6 +133,7 @@ class ConvDecoder(nnx.Module):
         in_features: int,
         grid_input: bool = False,
         activation: Callable[[jax.Array], jax.Array] = nnx.gelu,
+        norm: Callable[[int], nnx.Module] | None = None,
         rngs: nnx.Rngs,
     ):
         policy = get_precision_policy()
@@ -158,6 +163,11 @@ class ConvDecoder(nnx.Module):
         self.head = nnx.Conv(features[-1], channels * self.out_channels_per_pixel, (3, 3), padding="SAME",
                              rngs=rngs, **dtypes)
         self.activation = activation
+        # One normalisation for the stem's map and one per upsampling stage (none without `norm`).
+        self.norms = nnx.List([norm(int(c)) for c in chans] if norm is not None else [])
+
+    def _normalise(self, stage: int, x: jax.Array) -> jax.Array:
+        return self.norms[stage](x) if self.norms else x
 
     def __call__(self, z: jax.Array) -> jax.Array:
         """`[B, in_features]` (or `[B, h, w, in_features]`) -> `[B, H, W, C * out_channels_per_pixel]`."""
@@ -165,10 +175,11 @@ class ConvDecoder(nnx.Module):
             expected = (*self.latent_grid_shape, self.in_features)
             if tuple(z.shape[1:]) != expected:
                 raise ValueError(f"ConvDecoder expects a grid [B, {expected}], got {tuple(z.shape)}")
-            x = self.activation(self.stem(z))
+            x = self.stem(z)
         else:
-            x = self.activation(self.stem(z)).reshape(z.shape[0], *self.stem_shape)
-        for up, (h, w) in zip(self.upsamples, self.stage_sizes[1:]):
+            x = self.stem(z).reshape(z.shape[0], *self.stem_shape)
+        x = self.activation(self._normalise(0, x))
+        for stage, (up, (h, w)) in enumerate(zip(self.upsamples, self.stage_sizes[1:]), start=1):
             # A SAME stride-2 transposed conv doubles the side; crop odd sizes back.
-            x = self.activation(up(x))[:, :h, :w, :]
+            x = self.activation(self._normalise(stage, up(x)[:, :h, :w, :]))
         return self.head(x)

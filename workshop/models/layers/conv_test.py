@@ -66,6 +66,26 @@ class ConvTest(parameterized.TestCase):
         self.assertGreater(float(jnp.abs(grad[0]).sum()), 0.0)
         np.testing.assert_allclose(grad[1], 0.0)  # examples do not mix
 
+    def test_decoder_norm_comes_before_each_activation(self):
+        # A LayerNorm over channels after the stem and after each (cropped) upsampling, before the ReLU.
+        make = lambda norm: ConvDecoder((7, 7, 1), [6, 4], 1, in_features=3, activation=jax.nn.relu,  # noqa: E731
+                                        norm=norm, rngs=nnx.Rngs(0))
+        dec = make(lambda c: nnx.LayerNorm(c, rngs=nnx.Rngs(1)))
+        plain = make(None)
+        self.assertLen(dec.norms, 3)
+        self.assertEmpty(plain.norms)  # no norm: no extra parameters (stem, two upsamplings, head)
+        self.assertLen(jax.tree.leaves(nnx.state(plain, nnx.Param)), 8)
+        z = jax.random.normal(jax.random.PRNGKey(0), (2, 3))
+
+        def standardise(x):
+            return (x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-6)
+
+        x = jax.nn.relu(standardise(dec.stem(z).reshape(2, *dec.stem_shape)))
+        for up, (h, w) in zip(dec.upsamples, dec.stage_sizes[1:]):
+            x = jax.nn.relu(standardise(up(x)[:, :h, :w, :]))
+        np.testing.assert_allclose(dec(z), dec.head(x), rtol=1e-4, atol=1e-5)
+        self.assertFalse(np.allclose(dec(z), plain(z), atol=1e-3))
+
     def test_bad_shapes_are_explained(self):
         with self.assertRaisesRegex(ValueError, r"\(H, W, C\)"):
             ConvEncoder((784,), [8], rngs=nnx.Rngs(0))

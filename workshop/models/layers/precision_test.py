@@ -29,19 +29,22 @@ def _cases():
     }
 
 
+_SHORT = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
+
+
 def _compute_dtypes(layer, x):
     """Result dtypes of the matmuls and convolutions of `layer(x)` (the output's for a lookup).
 
-    `jax.nn.dot_product_attention` forms the attention logits in float32 from
-    half-precision queries and keys on purpose (a stable softmax); that one
-    matmul is left out.
+    `jax.nn.dot_product_attention` forms the attention logits (its einsum
+    "BTNH,BSNH->BNTS") in float32 from half-precision queries and keys on
+    purpose (a stable softmax); under a half-precision layer that one matmul
+    is left out.
     """
-    text = str(jax.make_jaxpr(lambda x: layer(x))(x))
-    lines = [ln.split("=")[0] for ln in text.splitlines() if "= dot_general" in ln or "= conv_general" in ln]
-    if isinstance(layer, layers.SpatialSelfAttention) and any(":bf16[" in lhs for lhs in lines):
-        lines = [lhs for lhs in lines if ":f32[" not in lhs or lhs.count(",") != 4]  # the [B, heads, L, 1, L] logits
-    found = {d for lhs in lines for d in ("bf16", "f16", "f32") if f":{d}[" in lhs}
-    return found or {jnp.dtype(layer(x).dtype).name.replace("bfloat16", "bf16").replace("float32", "f32")}
+    sites = dm.matmul_sites(jax.make_jaxpr(lambda x: layer(x))(x))
+    if any(site.dtype != "float32" for site in sites):
+        sites = [site for site in sites if "BTNH,BSNH->BNTS" not in site.scope]
+    found = {_SHORT[site.dtype] for site in sites}
+    return found or {_SHORT[jnp.dtype(layer(x).dtype).name]}
 
 
 def _param_dtypes(layer):

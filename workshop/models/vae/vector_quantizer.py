@@ -28,11 +28,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from workshop.core import losses
-from workshop.core.device_manager import get_precision_policy
+from workshop.core.device_manager import get_precision_policy, keep_float32
 
 __all__ = ["CodebookEMA", "VectorQuantizer", "codebook_perplexity"]
 
-# Nearest-code search and the EMA sums must not run in TF32 on GPUs.
+# Nearest-code search and the EMA sums run in float32 under any precision policy (`keep_float32`
+# scopes), and not in TF32 on GPUs: |z|^2 - 2 z.e + |e|^2 cancels, and bfloat16 rounding would
+# pick the wrong code; the EMA sums accumulate over the whole batch.
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -101,11 +103,12 @@ class VectorQuantizer(nnx.Module):
         """Index of the nearest code: `[..., D] -> [...]` int32."""
         flat = z_e.reshape(-1, self.embedding_dim).astype(jnp.float32)
         codebook = self.codebook[...].astype(jnp.float32)
-        distances = (
-            jnp.sum(flat**2, axis=1, keepdims=True)
-            - 2.0 * jnp.matmul(flat, codebook.T, precision=_HIGHEST)
-            + jnp.sum(codebook**2, axis=1)
-        )
+        with keep_float32("vq_code_distances"):
+            distances = (
+                jnp.sum(flat**2, axis=1, keepdims=True)
+                - 2.0 * jnp.matmul(flat, codebook.T, precision=_HIGHEST)
+                + jnp.sum(codebook**2, axis=1)
+            )
         return jnp.argmin(distances, axis=1).astype(jnp.int32).reshape(z_e.shape[:-1])
 
     def lookup(self, indices: jax.Array) -> jax.Array:
@@ -151,7 +154,8 @@ class VectorQuantizer(nnx.Module):
         """N_k <- d N_k + (1-d) n_k; m_k <- d m_k + (1-d) sum of z_e assigned to k; e_k = m_k / smoothed N_k."""
         decay = self.ema_decay
         cluster_size = decay * self.ema_cluster_size[...] + (1.0 - decay) * jnp.sum(encodings, axis=0)
-        sums = jnp.matmul(encodings.T, flat, precision=_HIGHEST)
+        with keep_float32("vq_ema_sums"):
+            sums = jnp.matmul(encodings.T, flat.astype(jnp.float32), precision=_HIGHEST)
         embedding_sum = decay * self.ema_embedding_sum[...] + (1.0 - decay) * sums
         total = jnp.sum(cluster_size)
         # Laplace smoothing keeps unused codes from dividing by zero.
