@@ -103,8 +103,8 @@ class Trainer:
     Precision: with `config.precision` "bfloat16" or "float16" the train step
     casts the float32 parameters and the input `batch["x"]` to that dtype at
     the start of the loss function, every layer of the train-step model (Flax's
-    and Workshop's own, by their `dtype` attribute) computes in it, the outputs are cast back to float32 before
-    `model.loss_fn`, and the gradients (of the float32 parameters) are float32;
+    and Workshop's own, by their `dtype` attribute) computes in it, the outputs
+    are cast back to float32 before `model.loss_fn`, and the gradients (of the float32 parameters) are float32;
     optimizer state and EMA stay float32. float16 adds dynamic loss scaling
     (a step with overflowing gradients is skipped; logged as `grads_finite`
     and `loss_scale`). Evaluation and sampling run the model as it was built.
