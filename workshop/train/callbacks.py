@@ -163,14 +163,12 @@ class SampleGrid:
         self.seed = seed
         self.write = write
         self.last_step: int | None = None
-        self.last_path: pathlib.Path | None = None
 
     def _write(self, trainer, step, state) -> None:
         samples = trainer.generate(state, self.num_samples, seed=self.seed)
         self.last_step = step
         if self.write:
-            path = save_sample_picture(samples, self.directory / f"step_{step:07d}.png")
-            self.last_path = path or self.last_path
+            save_sample_picture(samples, self.directory / f"step_{step:07d}.png")
 
     def on_step_end(self, trainer, step, state) -> None:
         if self.every and step % self.every == 0:

@@ -24,8 +24,10 @@ The train step is one `jax.jit` with these shardings as `in_shardings` and
 `out_shardings` (`ShardedStep`). Batches come in as this process's rows
 (numpy) and become one global array with
 `jax.make_array_from_process_local_data`, so the same code runs on one host
-and on many (`jax.distributed.initialize`, see `workshop/train/main.py`);
-`process_local_batches` cuts a global batch stream into this process's part.
+and on many (`jax.distributed.initialize`, see `workshop/train/main.py`).
+The train binary reads only this process's rows of every batch
+(`BatchPipeline(shard_index=jax.process_index(), shard_count=jax.process_count())`);
+`process_local_batches` cuts an in-memory stream of global batches the same way.
 """
 
 from __future__ import annotations
