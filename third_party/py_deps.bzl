@@ -14,6 +14,7 @@ PIP_BACKEND = "venv"
 # logical name -> distribution name in requirements.in
 PIP_PACKAGES = {
     "absl": "absl-py",
+    "diffrax": "diffrax",
     "flax": "flax",
     "gemmi": "gemmi",
     "grain": "grain",

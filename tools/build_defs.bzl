@@ -70,6 +70,8 @@ def ws_py_test(
     )
     gpu_env = dict(env)
     gpu_env["JAX_PLATFORMS"] = "cuda"
+    # The tests' tolerances are float32's: no TF32 for float32 matmuls on the GPU.
+    gpu_env["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"
     native.py_test(
         name = name + "_gpu",
         srcs = srcs,

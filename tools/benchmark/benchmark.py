@@ -69,6 +69,8 @@ _WORKDIR = flags.DEFINE_string("workdir", os.path.join(tempfile.gettempdir(), "w
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed train steps per measurement.", lower_bound=10)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements per loop; the best is kept.", lower_bound=1)
 _BATCH = flags.DEFINE_integer("batch_size", None, "Override the config's batch size.")
+_PRECISION = flags.DEFINE_enum("precision", None, ["float32", "bfloat16", "float16"],
+                               "Override the config's training.precision (matmul peak measured in the same dtype).")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Size of the peak-measuring matmul.")
 _SAMPLES = flags.DEFINE_integer("num_samples", 256, "Samples per generate call.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the results as JSON here too.")
@@ -83,10 +85,10 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
-def matmul_peak_flops(n: int, repeats: int = 5) -> float:
-    """FLOP/s of the best of `repeats` n x n float32 matmuls (after warm-up)."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+def matmul_peak_flops(n: int, repeats: int = 5, dtype=jnp.float32) -> float:
+    """FLOP/s of the best of `repeats` n x n matmuls in `dtype` (after warm-up; XLA's default precision)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
     matmul = jax.jit(lambda a, b: a @ b)
     matmul(a, b).block_until_ready()
     seconds = _best_seconds(lambda: matmul(a, b).block_until_ready(), repeats)
@@ -107,13 +109,17 @@ def _peak_memory() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (host)"
 
 
-def run_benchmark(model: str, *, steps: int, repeats: int, batch_size: int | None, matmul_n: int, num_samples: int) -> dict:
+def run_benchmark(model: str, *, steps: int, repeats: int, batch_size: int | None, matmul_n: int, num_samples: int,
+                  precision: str | None = None) -> dict:
     config = importlib.import_module(f"workshop.train.configs.{model}").get_config()
     if batch_size:
         config.data.batch_size = batch_size
+    if precision:
+        config.training.precision = precision
     config.training.num_steps = 10**9  # never reached: the loops below stop themselves
     cfg = parse_config(config)
-    peak = matmul_peak_flops(matmul_n)
+    # The yardstick in the dtype the matmuls of the step run in.
+    peak = matmul_peak_flops(matmul_n, dtype=jnp.dtype(cfg.training.precision))
 
     source = data_source(cfg.data, train=True)
     trainer = make_trainer(create_model(cfg.model, rngs=nnx.Rngs(0)), cfg)
@@ -175,6 +181,7 @@ def run_benchmark(model: str, *, steps: int, repeats: int, batch_size: int | Non
         "device_kind": jax.devices()[0].device_kind,
         "cpu": platform.processor() or platform.machine(),
         "batch_size": cfg.data.batch_size,
+        "precision": cfg.training.precision,
         "steps_timed": steps,
         "compile_seconds": compile_seconds,
         "trainer_steps_per_second": trainer_rate,
@@ -196,6 +203,7 @@ def format_table(result: dict) -> str:
         ("model", result["model"]),
         ("device", f"{result['device']} ({result['device_kind']})"),
         ("batch size", result["batch_size"]),
+        ("precision", result["precision"]),
         ("compile time", f"{result['compile_seconds']:.2f} s"),
         ("Trainer steps/s", f"{result['trainer_steps_per_second']:.1f}"),
         ("Trainer examples/s", f"{result['trainer_examples_per_second']:.0f}"),
@@ -203,7 +211,7 @@ def format_table(result: dict) -> str:
         ("Trainer / bare jit", f"{result['trainer_vs_bare_jit']:.3f}"),
         ("GFLOP per step (XLA)", f"{result['flops_per_step'] / 1e9:.3f}"),
         ("achieved GFLOP/s", f"{result['achieved_gflops']:.1f}"),
-        ("matmul peak GFLOP/s", f"{result['matmul_peak_gflops']:.1f}"),
+        (f"{result['precision']} matmul peak GFLOP/s", f"{result['matmul_peak_gflops']:.1f}"),
         ("share of matmul peak", f"{100 * result['share_of_matmul_peak']:.1f} %"),
         ("samples/s (generate)", f"{result['samples_per_second']:.0f}"),
         ("peak memory", f"{result['peak_memory_mib']:.0f} MiB ({result['peak_memory_kind']})"),
@@ -294,7 +302,7 @@ def format_markdown(results: list[dict]) -> str:
             f"| {r['trainer_steps_per_second']:.1f} | {r['trainer_examples_per_second']:,.0f} "
             f"| {r['bare_jit_steps_per_second']:.1f} | {r['trainer_vs_bare_jit']:.3f} "
             f"| {r['flops_per_step'] / 1e9:.3f} | {r['achieved_gflops']:.1f} "
-            f"| {100 * r['share_of_matmul_peak']:.1f} % of {r['matmul_peak_gflops']:.0f} "
+            f"| {100 * r['share_of_matmul_peak']:.1f} % of {r['matmul_peak_gflops']:.0f} ({r['precision']}) "
             f"| {r['samples_per_second']:,.0f} | {r['peak_memory_mib']:.0f} MiB | {extra} |")
     return "\n".join(lines)
 
@@ -302,7 +310,8 @@ def format_markdown(results: list[dict]) -> str:
 def _speed_args() -> list[str]:
     args = [f"--steps={_STEPS.value}", f"--repeats={_REPEATS.value}", f"--matmul_n={_MATMUL_N.value}",
             f"--num_samples={_SAMPLES.value}", "--noextras"]
-    return args + ([f"--batch_size={_BATCH.value}"] if _BATCH.value else [])
+    return (args + ([f"--batch_size={_BATCH.value}"] if _BATCH.value else [])
+            + ([f"--precision={_PRECISION.value}"] if _PRECISION.value else []))
 
 
 def run_speed(models: list[str]) -> dict:
@@ -312,7 +321,8 @@ def run_speed(models: list[str]) -> dict:
     for model in models:
         if len(models) == 1:
             result = run_benchmark(model, steps=_STEPS.value, repeats=_REPEATS.value, batch_size=_BATCH.value,
-                                   matmul_n=_MATMUL_N.value, num_samples=_SAMPLES.value)
+                                   matmul_n=_MATMUL_N.value, num_samples=_SAMPLES.value,
+                                   precision=_PRECISION.value)
         else:
             print(f"benchmarking {model} ...", flush=True)
             result = _module_json("tools.benchmark.benchmark", [f"--model={model}", *_speed_args()])
