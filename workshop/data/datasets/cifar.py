@@ -296,7 +296,10 @@ class CIFAR100Dataset(CIFAR10Dataset):
 
     `labels` are the 100 fine classes; `coarse_labels` int32 `[N]` the 20
     superclasses. `class_names` / `coarse_class_names` come from the `meta`
-    file (or the `*_label_names.txt` files) when present, else are numbers.
+    file (or the `*_label_names.txt` files) when present, else are numbers; a
+    names file that is not UTF-8 or holds another count of names raises
+    `DatasetFormatError` (with `skip_bad_files`, it is listed in `skipped` and
+    the numbers are kept).
     """
 
     name = "cifar100"
@@ -316,6 +319,7 @@ class CIFAR100Dataset(CIFAR10Dataset):
         super().__init__(root, train, skip_bad_files=skip_bad_files)
         self.coarse_labels = np.concatenate(self._coarse).astype(np.int32)
         del self._coarse
+        self._skip_bad_files = skip_bad_files
         self._read_names()
 
     def _pickle_labels(self, batch: dict, path: pathlib.Path) -> np.ndarray:
@@ -338,15 +342,40 @@ class CIFAR100Dataset(CIFAR10Dataset):
         return images, fine
 
     def _read_names(self) -> None:
+        """Class names from `meta` or the `*_label_names.txt` files; a bad one raises, or is skipped (numbers kept)."""
+        counts = {"class_names": self.num_classes, "coarse_class_names": _COARSE_CLASSES}
+        sources = []  # (path, read() -> {attr: names})
         meta = self.data_dir / "meta"
         if self.format == "py" and meta.is_file():
-            names = load_cifar_pickle(meta)
-            self.class_names = tuple(n.decode() for n in names.get(b"fine_label_names", self.class_names))
-            self.coarse_class_names = tuple(n.decode() for n in names.get(b"coarse_label_names", self.coarse_class_names))
+            def read_meta(meta=meta):
+                batch = load_cifar_pickle(meta)
+                return {attr: batch[key] for attr, key in (("class_names", b"fine_label_names"),
+                                                           ("coarse_class_names", b"coarse_label_names")) if key in batch}
+            sources.append((meta, read_meta))
         for attr, filename in (("class_names", "fine_label_names.txt"), ("coarse_class_names", "coarse_label_names.txt")):
             path = self.data_dir / filename
             if self.format == "bin" and path.is_file():
-                setattr(self, attr, tuple(line.strip() for line in path.read_text().splitlines() if line.strip()))
+                sources.append((path, lambda path=path, attr=attr: {
+                    attr: [line.strip() for line in path.read_bytes().splitlines() if line.strip()]}))
+        for path, read in sources:
+            try:
+                found = read()
+                names = {}
+                for attr, values in found.items():
+                    if not isinstance(values, (list, tuple)) or len(values) != counts[attr]:
+                        raise DatasetFormatError(f"{path}: expected {counts[attr]} {attr.replace('_', ' ')}, found {values!r:.80}")
+                    names[attr] = tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
+            except UnicodeDecodeError as e:
+                error = DatasetFormatError(f"{path}: expected UTF-8 class names; {e}")
+            except DatasetFormatError as e:
+                error = e
+            else:
+                for attr, values in names.items():
+                    setattr(self, attr, values)
+                continue
+            if not self._skip_bad_files:
+                raise error
+            self.skipped.append((path, str(error)))
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """`{"image": uint8 [32, 32, 3], "label": int32 [], "coarse_label": int32 []}`."""

@@ -332,6 +332,25 @@ class CIFAR100Test(absltest.TestCase):
         self.assertEqual(dataset.coarse_class_names[19], "s19")
         self.assertEqual(int(dataset[2]["coarse_label"]), coarse[2])
 
+    def test_bad_class_name_files_named_or_skipped(self):
+        root = self.create_tempdir().full_path
+        folder = os.path.join(root, "cifar-100-binary")
+        os.makedirs(folder)
+        images, fine = _random_split(2, seed=6, num_classes=100)
+        records = np.concatenate([(fine // 5).astype(np.uint8)[:, None], fine.astype(np.uint8)[:, None], _planar(images)], axis=1)
+        records.tofile(os.path.join(folder, "test.bin"))
+        with open(os.path.join(folder, "coarse_label_names.txt"), "wb") as f:
+            f.write(b"\n".join(b"super\xe9%d" % i for i in range(20)))  # latin-1, not UTF-8
+        with open(os.path.join(folder, "fine_label_names.txt"), "w") as f:
+            f.write("\n".join(f"c{i}" for i in range(99)))  # One short.
+        with self.assertRaisesRegex(DatasetFormatError, r"fine_label_names.txt: expected 100 class names"):
+            cifar.CIFAR100Dataset(root, train=False)
+        dataset = cifar.CIFAR100Dataset(root, train=False, skip_bad_files=True)
+        self.assertEqual([os.path.basename(p) for p, _ in dataset.skipped], ["fine_label_names.txt", "coarse_label_names.txt"])
+        self.assertIn("expected UTF-8 class names", dataset.skipped[1][1])
+        self.assertEqual((dataset.class_names[99], dataset.coarse_class_names[19]), ("99", "19"))
+        self.assertEqual(dataset.num_classes, 100)
+
     def test_binary_file(self):
         root = self.create_tempdir().full_path
         folder = os.path.join(root, "cifar-100-binary")
