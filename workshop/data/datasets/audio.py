@@ -85,6 +85,11 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     blocks, info = [], None
     try:
         info = soundfile.info(path)
+        if info.frames >= 2**63 - 1:  # SF_COUNT_MAX: the header leaves the length open (a streamed FLAC).
+            raise DatasetFormatError(
+                f"{path}: {_AUDIO_FORMAT}; the header does not declare the number of frames, which libsndfile "
+                "cannot read back; re-encode the file (e.g. `flac --force <file>`)"
+            )
         if info.frames * info.channels > MAX_AUDIO_SAMPLES:
             raise DatasetFormatError(
                 f"{path}: {_AUDIO_FORMAT}; the header declares {info.frames} frames x {info.channels} channel(s), "
@@ -275,7 +280,7 @@ def find_librispeech_subset(root: str | os.PathLike, subset: str | None) -> path
             f"pass subset={root.name!r} (or None) to read it, or point root at the folder holding {subset!r}"
         )
     found = _subsets_under(root)
-    tried = [root / "LibriSpeech" / str(subset), root / str(subset), root]
+    tried = [root] if subset is None else [root / "LibriSpeech" / subset, root / subset, root]
     raise FileNotFoundError(
         f"LibriSpeech subset {subset!r} not found; tried:\n  " + "\n  ".join(map(str, tried))
         + f"\nsubsets found there: {', '.join(found) or 'none'}"

@@ -222,6 +222,12 @@ class EdgeCaseTest(absltest.TestCase):
         self.assertEqual([str(p) for p, _ in dataset.skipped], [bad])
         self.assertEqual(dataset.utterance_ids, ["103-1240-0000", "1034-121119-0000"])
 
+    def test_undeclared_length_is_named(self):
+        path = os.path.join(self.create_tempdir().full_path, "stream.flac")
+        _flac_declaring(path, 0)  # FLAC's "total samples unknown"; libsndfile reports SF_COUNT_MAX frames.
+        with self.assertRaisesRegex(DatasetFormatError, r"stream.flac: .*the header does not declare the number of frames"):
+            audio.read_audio(path)
+
     def test_lying_length_under_the_cap_is_truncation_not_a_big_allocation(self):
         path = os.path.join(self.create_tempdir().full_path, "x.flac")
         _flac_declaring(path, 2**29)  # 2 GiB as float32, but 4000 frames are there.
