@@ -428,6 +428,14 @@ class RealPymolTest(absltest.TestCase):
         self.assertLess(scores["n-ca_rmsd"], 0.1)
         self.assertLess(scores["ca-ca_rmsd"], 0.2)
 
+    def test_real_cis_peptides_are_out_of_the_trans_target(self):
+        dataset = protein_dataset.ProteinDataset(os.path.join(_PYMOL_DIR, "1tii.pdb"))
+        cis = np.concatenate([e["ca_ca_distance"][e["cis_peptide"]] for e in dataset])
+        trans = np.concatenate([e["ca_ca_distance"][e["peptide_mask"]] for e in dataset])
+        self.assertLen(cis, 11)  # The cis prolines of the toxin's five B chains and of chain A.
+        self.assertTrue(np.all((cis > 2.7) & (cis < 3.1)))
+        self.assertTrue(np.all((trans > 3.7) & (trans < 3.95)))
+
     def test_pre_1996_layout_of_1hpv(self):
         path = os.path.join(os.path.dirname(_PYMOL_DIR), "tut", "1hpv.pdb")
         if not os.path.isfile(path):
