@@ -9,9 +9,17 @@ as MSE count as their parent), with a mask for atoms missing from the file;
 insertion codes (`52A`) are separate residues; hydrogens, waters, ligands and
 alternative conformations other than the first are dropped.
 
+Files are checked, not trusted: a gzipped file is read to the end of its
+stream (a truncated one, missing its trailer, is refused), every PDB
+`ATOM`/`HETATM` record must hold ASCII, a residue number and three numeric
+coordinates, and every backbone coordinate kept must be finite with
+|x| < `MAX_COORDINATE` (10^4 A: the PDB format's own range ends at 9999.999,
+and no deposited structure comes near it). Anything else raises
+`DatasetFormatError` naming the file (and line or residue).
+
 Ideal geometry (`IDEAL_BACKBONE`): Engh & Huber (1991), "Accurate bond and
 angle parameters for X-ray protein structure refinement", Acta Cryst. A47:392;
-CA-CA 3.80 A for trans peptides. `backbone_geometry` measures a backbone's
+CA-CA 3.80 A for trans peptides (cis peptides, `cis_peptides`, hold about 2.9 A). `backbone_geometry` measures a backbone's
 bonds, angles and consecutive CA-CA distances and `score_backbone` compares
 them with the ideal values: the score of a generated backbone.
 
@@ -25,8 +33,12 @@ real proteins occupy, and clashes between non-neighbouring CAs.
 
 from __future__ import annotations
 
+import gzip
+import math
 import os
 import pathlib
+import re
+import zlib
 
 import gemmi
 import numpy as np
@@ -39,9 +51,11 @@ __all__ = [
     "CA_ANGLE_RANGE",
     "CA_CLASH_DISTANCE",
     "IDEAL_BACKBONE",
+    "MAX_COORDINATE",
     "PROTEIN_EXTENSIONS",
     "ProteinDataset",
     "backbone_geometry",
+    "cis_peptides",
     "FIRST_RESIDUES_ZEROS",
     "ca_windows",
     "drop_fixed_coordinates",
@@ -71,6 +85,10 @@ IDEAL_BACKBONE = {
     "CA-CA": (3.80, 0.05),
 }
 _PEPTIDE_BOND_MAX = 2.0  # C(i)-N(i+1) beyond this is a chain break.
+MAX_COORDINATE = 1e4  # Angstrom; see the module docstring.
+# Larger (decompressed) files are refused before they are read: the largest
+# deposited mmCIF files are a few hundred MB.
+_MAX_STRUCTURE_BYTES = 2**31
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -81,6 +99,35 @@ def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     u, v = a - b, c - b
     cosine = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-8)
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def _dihedral(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The torsion a-b-c-d in degrees, in (-180, 180] (IUPAC sign)."""
+    b0, b1, b2 = a - b, c - b, d - c
+    b1 = b1 / np.maximum(np.linalg.norm(b1, axis=-1, keepdims=True), 1e-8)
+    v = b0 - (b0 * b1).sum(-1, keepdims=True) * b1
+    w = b2 - (b2 * b1).sum(-1, keepdims=True) * b1
+    return np.degrees(np.arctan2((np.cross(b1, v) * w).sum(-1), (v * w).sum(-1)))
+
+
+def cis_peptides(coords: np.ndarray, atom_mask: np.ndarray | None = None) -> np.ndarray:
+    """Which peptide bonds of a chain are cis: omega, the torsion CA(i)-C(i)-N(i+1)-CA(i+1), within 90 degrees of 0.
+
+    Trans peptides (omega near 180) hold consecutive CAs 3.80 A apart, cis
+    ones (about 5% of the bonds before a proline, omega near 0) about 2.9 A.
+
+    Args:
+      coords: float `[L, 4, 3]` (N, CA, C, O).
+      atom_mask: bool `[L, 4]` (default all present).
+
+    Returns:
+      bool `[L - 1]`: True where residues i and i + 1 are bonded (as in
+      `backbone_geometry`'s "CA-CA" mask) and the bond is cis.
+    """
+    coords = np.asarray(coords, np.float64)
+    _, linked = backbone_geometry(coords, atom_mask)["CA-CA"]
+    omega = _dihedral(coords[:-1, 1], coords[:-1, 2], coords[1:, 0], coords[1:, 1])
+    return linked & (np.abs(omega) < 90.0)
 
 
 def backbone_geometry(coords: np.ndarray, atom_mask: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -354,19 +401,90 @@ def _aatype(name: str) -> int:
     return AMINO_ACIDS.index(code) if code in AMINO_ACIDS else len(AMINO_ACIDS)
 
 
-def _read_old_pdb(path: pathlib.Path) -> gemmi.Structure | None:
-    """Reads a PDB file of the pre-1996 layout, whose columns 73-80 hold a record id, or None.
+def _is_mmcif(path: pathlib.Path) -> bool:
+    return path.name.lower().removesuffix(".gz").endswith((".cif", ".mmcif"))
 
-    Columns 77-80 now hold the element and charge, so such files fail to parse
-    ("Wrong format for charge"); read up to column 72 they are valid, with the
-    element inferred from the atom name.
-    """
-    if path.name.lower().endswith((".cif", ".mmcif", ".cif.gz", ".mmcif.gz")):
-        return None
+
+def _read_bytes(path: pathlib.Path) -> bytes:
+    """The file's bytes, a `.gz` file decompressed to the end of its stream (CRC and length checked)."""
+    if not path.name.lower().endswith(".gz"):
+        size = path.stat().st_size
+        if size > _MAX_STRUCTURE_BYTES:
+            raise DatasetFormatError(f"{path}: {_FORMAT}; {size} bytes is more than the {_MAX_STRUCTURE_BYTES} a structure may hold")
+        return path.read_bytes()
+    chunks, total = [], 0
     try:
-        return gemmi.read_pdb(str(path), max_line_length=72)
-    except (RuntimeError, ValueError):
-        return None
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(2**24):
+                total += len(chunk)
+                if total > _MAX_STRUCTURE_BYTES:
+                    raise DatasetFormatError(
+                        f"{path}: {_FORMAT}; it decompresses to more than the {_MAX_STRUCTURE_BYTES} bytes a structure may hold"
+                    )
+                chunks.append(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DatasetFormatError(f"{path}: {_FORMAT}, gzipped; the gzip stream is truncated or corrupt ({e})") from e
+    return b"".join(chunks)
+
+
+# A coordinate as the PDB format writes it (8.3f; an exponent is tolerated); not nan, inf, blank or ********.
+_PDB_NUMBER = re.compile(rb"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*")
+# resSeq, columns 23-26: an integer, or hybrid-36 ("A000") beyond 9999.
+_PDB_RESSEQ = re.compile(rb"\s*-?\d{1,4}|[A-Za-z][0-9A-Za-z]{3}")
+
+
+def _check_pdb_records(data: bytes, path: pathlib.Path) -> None:
+    """Refuses `ATOM`/`HETATM` records whose fields gemmi would read as something else.
+
+    gemmi reads a blank or `********` coordinate as 0, `nan` as NaN, a resSeq
+    of `****` as residue 0, and stops on a byte >= 0x80 only when a name is
+    used; each is a malformed record, named here by line and columns.
+    """
+    for line_number, line in enumerate(data.split(b"\n"), 1):
+        if not line.startswith((b"ATOM  ", b"HETATM")):
+            continue
+        if not line.isascii():
+            column = next(i for i, byte in enumerate(line) if byte >= 0x80) + 1
+            raise DatasetFormatError(
+                f"{path}:{line_number}: {_FORMAT}; byte 0x{line[column - 1]:02x} in column {column} of an atom "
+                "record (the format is ASCII)"
+            )
+        if len(line.rstrip()) < 54:
+            continue  # Too short for coordinates: gemmi's parser names it.
+        if not _PDB_RESSEQ.fullmatch(line[22:26]):
+            raise DatasetFormatError(
+                f"{path}:{line_number}: {_FORMAT}; residue number (columns 23-26) {line[22:26].decode()!r} is not a number"
+            )
+        for axis, start in (("x", 30), ("y", 38), ("z", 46)):
+            field = line[start:start + 8]
+            value = float(field) if _PDB_NUMBER.fullmatch(field) else math.nan
+            if not abs(value) < MAX_COORDINATE:
+                raise DatasetFormatError(
+                    f"{path}:{line_number}: {_FORMAT}; {axis} coordinate (columns {start + 1}-{start + 8}) "
+                    f"{field.decode()!r} is not a finite number of magnitude below {MAX_COORDINATE:g} A"
+                )
+
+
+def _parse_structure(path: pathlib.Path) -> gemmi.Structure:
+    """Reads and checks the file, then parses it with gemmi (mmCIF by extension, else PDB)."""
+    data = _read_bytes(path)
+    if not data.strip():
+        raise DatasetFormatError(f"{path}: {_FORMAT}; the file is empty")
+    if _is_mmcif(path):
+        try:
+            return gemmi.read_structure_string(data, format=gemmi.CoorFormat.Mmcif)
+        except (RuntimeError, ValueError, IndexError) as e:  # An empty file: IndexError.
+            raise DatasetFormatError(f"{path}: {_FORMAT}; gemmi could not parse it ({e})") from e
+    _check_pdb_records(data, path)
+    try:
+        return gemmi.read_structure_string(data, format=gemmi.CoorFormat.Pdb)
+    except (RuntimeError, ValueError, IndexError) as e:
+        # The pre-1996 layout holds a record id in columns 73-80, where the element and
+        # charge now are ("Wrong format for charge"); read up to column 72 it is valid.
+        try:
+            return gemmi.read_pdb_string(data, max_line_length=72)
+        except (RuntimeError, ValueError, IndexError):
+            raise DatasetFormatError(f"{path}: {_FORMAT}; gemmi could not parse it ({e})") from e
 
 
 def read_backbone_chains(path: str | os.PathLike, chains: tuple[str, ...] | None = None) -> list[dict]:
@@ -385,19 +503,25 @@ def read_backbone_chains(path: str | os.PathLike, chains: tuple[str, ...] | None
     Raises:
       FileNotFoundError: no such file.
       DatasetFormatError: unparsable (an mmCIF loop or a PDB record cut short,
-        as in a truncated file), or holding no protein residue; the message
-        names the file and the expected format. A PDB file cut exactly at a
-        line end reads as a shorter structure: the format has no length field.
+        as in a truncated file; a gzip stream cut short), a malformed atom
+        record (non-ASCII, a residue number or coordinate that is not a
+        number), a residue without a number, a backbone coordinate that is not
+        finite or not below `MAX_COORDINATE`, or no protein residue; the message
+        names the file and the expected format. A plain PDB file cut exactly at
+        a line end reads as a shorter structure: the format has no length field.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"structure file not found: {path} ({_FORMAT})")
+    structure = _parse_structure(path)
     try:
-        structure = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError) as e:
-        structure = _read_old_pdb(path)
-        if structure is None:
-            raise DatasetFormatError(f"{path}: {_FORMAT}; gemmi could not parse it ({e})") from e
+        return _backbone_chains(structure, path, chains)
+    except (UnicodeDecodeError, TypeError, IndexError, RuntimeError) as e:
+        # A name gemmi holds as bytes that are not UTF-8, or a field it left empty.
+        raise DatasetFormatError(f"{path}: {_FORMAT}; {type(e).__name__}: {e}") from e
+
+
+def _backbone_chains(structure: gemmi.Structure, path: pathlib.Path, chains: tuple[str, ...] | None) -> list[dict]:
     if len(structure) == 0:
         raise DatasetFormatError(f"{path}: {_FORMAT}; it holds no model (truncated or empty?)")
     structure.remove_hydrogens()
@@ -417,6 +541,20 @@ def read_backbone_chains(path: str | os.PathLike, chains: tuple[str, ...] | None
                 if atom is not None:
                     coords[i, j] = (atom.pos.x, atom.pos.y, atom.pos.z)
                     mask[i, j] = True
+        unnumbered = [r.name for r in residues if r.seqid.num is None]
+        if unnumbered:
+            raise DatasetFormatError(
+                f"{path}: {_FORMAT}; chain {chain.name}: {len(unnumbered)} residue(s) ({', '.join(unnumbered[:3])}) have no "
+                "residue number (an mmCIF auth_seq_id of '?' or '.')"
+            )
+        present = coords[mask]
+        if not np.all(np.abs(present) < MAX_COORDINATE):  # False for NaN too.
+            i, j = np.argwhere(mask & ~np.all(np.abs(coords) < MAX_COORDINATE, axis=-1))[0]
+            raise DatasetFormatError(
+                f"{path}: {_FORMAT}; chain {chain.name} residue {residues[i].name} {residues[i].seqid.num}: "
+                f"atom {BACKBONE_ATOMS[j]} at {coords[i, j].tolist()}, expected finite coordinates of magnitude "
+                f"below {MAX_COORDINATE:g} A"
+            )
         aatype = np.array([_aatype(r.name) for r in residues], np.int32)
         result.append({
             "coords": coords,
@@ -458,9 +596,12 @@ class ProteinDataset:
         Args:
           pdb_dir: a folder of `.pdb`/`.ent`/`.cif`/`.mmcif` files (`.gz` too), or one file.
           with_constraints: add the geometry targets of `IDEAL_BACKBONE` to each
-            example: `"ca_ca_distance"` float32 `[L]` (observed CA(i)-CA(i+1),
-            0 at the end and at breaks), `"peptide_mask"` bool `[L]` (residue i is
-            bonded to i + 1, so the 3.80 A target applies).
+            example: `"ca_ca_distance"` float32 `[L]` (observed CA(i)-CA(i+1)
+            wherever residue i is bonded to i + 1, cis or trans; 0 at the end
+            and at breaks), `"peptide_mask"` bool `[L]` (residue i is bonded to
+            i + 1 by a trans peptide: exactly the pairs the 3.80 A CA-CA target
+            applies to), `"cis_peptide"` bool `[L]` (bonded by a cis peptide,
+            CA-CA about 2.9 A: not in `peptide_mask`; see `cis_peptides`).
           chains: author chain names to keep; None keeps every protein chain.
           center: subtract each chain's mean CA position.
           min_length: leave out chains with fewer residues.
@@ -496,9 +637,11 @@ class ProteinDataset:
                     ca_mean = example["coords"][example["atom_mask"][:, 1], 1].mean(axis=0)
                     example["coords"] = np.where(example["atom_mask"][..., None], example["coords"] - ca_mean, 0.0).astype(np.float32)
                 if with_constraints:
-                    values, mask = backbone_geometry(example["coords"], example["atom_mask"])["CA-CA"]
-                    example["peptide_mask"] = np.append(mask, False)
-                    example["ca_ca_distance"] = np.append(np.where(mask, values, 0.0), 0.0).astype(np.float32)
+                    values, bonded = backbone_geometry(example["coords"], example["atom_mask"])["CA-CA"]
+                    cis = cis_peptides(example["coords"], example["atom_mask"])
+                    example["peptide_mask"] = np.append(bonded & ~cis, False)
+                    example["cis_peptide"] = np.append(cis, False)
+                    example["ca_ca_distance"] = np.append(np.where(bonded, values, 0.0), 0.0).astype(np.float32)
                 self.examples.append(example)
 
     def __len__(self) -> int:
@@ -514,13 +657,14 @@ class ProteinDataset:
         Returns:
           `"coords"` float32 `[N, L, 4, 3]`, `"atom_mask"` bool `[N, L, 4]`,
           `"aatype"` int32 `[N, L]` (20 in padding), `"residue_mask"` bool `[N, L]`,
-          and with constraints `"ca_ca_distance"` float32 `[N, L]`, `"peptide_mask"` bool `[N, L]`.
+          and with constraints `"ca_ca_distance"` float32 `[N, L]`, `"peptide_mask"` and
+          `"cis_peptide"` bool `[N, L]` (see `ProteinDataset`).
           `L` is `max_length`, default the longest chain; longer chains keep their first `L` residues.
         """
         length = max_length or max(len(e["aatype"]) for e in self.examples)
         keys = {"coords": np.float32, "atom_mask": bool, "aatype": np.int32}
         if self.with_constraints:
-            keys.update(ca_ca_distance=np.float32, peptide_mask=bool)
+            keys.update(ca_ca_distance=np.float32, peptide_mask=bool, cis_peptide=bool)
         out = {k: np.zeros((len(self), length) + self.examples[0][k].shape[1:], dtype) for k, dtype in keys.items()}
         out["aatype"][:] = len(AMINO_ACIDS)
         out["residue_mask"] = np.zeros((len(self), length), bool)
@@ -530,7 +674,7 @@ class ProteinDataset:
                 out[key][i, :n] = example[key][:n]
             out["residue_mask"][i, :n] = True
             if self.with_constraints and n < len(example["aatype"]):
-                out["peptide_mask"][i, n - 1] = False  # Its partner was cut off.
+                out["peptide_mask"][i, n - 1] = out["cis_peptide"][i, n - 1] = False  # Its partner was cut off.
         return out
 
     def __repr__(self) -> str:

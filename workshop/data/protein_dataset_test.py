@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import re
 
 from absl.testing import absltest
 import gemmi
@@ -284,6 +285,135 @@ class DatasetTest(absltest.TestCase):
         self.assertEqual(len(protein_dataset.ProteinDataset(folder, chains=("B",), skip_bad_files=True)), 1)
 
 
+def _write_pdb_lines(path, backbone, *, resname="ALA", chain="A", field=None):
+    """One chain of `backbone` `[L, 4, 3]` as PDB ATOM records; `field=(residue, atom, start, text)`
+    overwrites columns start+1.. of that atom's record with `text` (a raw field, as a broken writer left it)."""
+    lines, serial = [], 1
+    for i, residue in enumerate(backbone):
+        for j, atom in enumerate(("N", "CA", "C", "O")):
+            line = _atom_line(serial, atom, resname, chain, i + 1, " ", residue[j], atom[0])
+            if field is not None and field[:2] == (i, atom):
+                start, text = field[2], field[3]
+                line = line[:start] + text + line[start + len(text):]
+            lines.append(line)
+            serial += 1
+    with open(path, "w", encoding="latin-1") as f:
+        f.write("\n".join(lines + ["END"]) + "\n")
+
+
+def _write_mmcif(path, backbone, *, seq_id=None, x=None):
+    """One chain of `backbone` as a minimal mmCIF `_atom_site` loop; `seq_id`/`x` replace residue 1's auth_seq_id / CA x."""
+    rows = []
+    for i, residue in enumerate(backbone):
+        for j, atom in enumerate(("N", "CA", "C", "O")):
+            xyz = [f"{v:.3f}" for v in residue[j]]
+            if x is not None and (i, atom) == (1, "CA"):
+                xyz[0] = x
+            auth = seq_id if (seq_id is not None and i == 1) else str(i + 1)
+            # label_seq_id '.', as gemmi itself writes it: auth_seq_id is the only residue number.
+            rows.append(f"ATOM {len(rows) + 1} {atom[0]} {atom} . ALA A . ? {' '.join(xyz)} 1 20 {auth} A 1")
+    header = ["data_test", "loop_"] + [f"_atom_site.{k}" for k in (
+        "group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
+        "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y", "Cartn_z", "occupancy", "B_iso_or_equiv",
+        "auth_seq_id", "auth_asym_id", "pdbx_PDB_model_num")]
+    with open(path, "w") as f:
+        f.write("\n".join(header + rows) + "\n")
+
+
+class MalformedFileTest(absltest.TestCase):
+    """Every malformed structure file raises DatasetFormatError naming it; skip_bad_files counts it."""
+
+    def setUp(self):
+        super().setUp()
+        self.folder = self.create_tempdir().full_path
+        self.backbone = ideal_backbone(4) + 10.0
+
+    def _refused(self, name, pattern):
+        path = os.path.join(self.folder, name)
+        with self.assertRaisesRegex(DatasetFormatError, f"{name}:?[0-9]*: expected a PDB or mmCIF file.*{pattern}"):
+            protein_dataset.read_backbone_chains(path)
+        return path
+
+    def test_pdb_coordinates_that_are_not_numbers_or_absurd(self):
+        # Columns 31-38 hold x: gemmi read NaN as NaN (centring spread it), '********' and blanks as 0.0, 1e30 as is.
+        for name, text in (("nan", "     nan"), ("stars", "********"), ("blank", "        "), ("huge", "   1e30 "),
+                           ("inf", "    -inf"), ("far", "10000.00")):
+            _write_pdb_lines(os.path.join(self.folder, name + ".pdb"), self.backbone, field=(1, "CA", 30, text))
+            self._refused(name + ".pdb", rf"x coordinate \(columns 31-38\) '{re.escape(text)}' is not a finite number of magnitude below 10000 A")
+        _write_pdb_lines(os.path.join(self.folder, "edge.pdb"), self.backbone, field=(1, "CA", 30, "9999.999"))
+        self.assertAlmostEqual(float(protein_dataset.read_backbone_chains(os.path.join(self.folder, "edge.pdb"))[0]["coords"][1, 1, 0]), 9999.999, places=2)
+
+    def test_pdb_residue_number_and_non_ascii_names(self):
+        _write_pdb_lines(os.path.join(self.folder, "resseq.pdb"), self.backbone, field=(1, "CA", 22, "****"))
+        self._refused("resseq.pdb", r"residue number \(columns 23-26\) '\*\*\*\*' is not a number")
+        _write_pdb_lines(os.path.join(self.folder, "chain.pdb"), self.backbone, chain="\xe9")
+        self._refused("chain.pdb", r"byte 0xe9 in column 22 of an atom record")
+        _write_pdb_lines(os.path.join(self.folder, "residue.pdb"), self.backbone, resname="AL\xc4")
+        self._refused("residue.pdb", r"byte 0xc4 in column 20 of an atom record")
+        _write_pdb_lines(os.path.join(self.folder, "hybrid36.pdb"), self.backbone, field=(1, "CA", 22, "A000"))
+        self.assertLen(protein_dataset.read_backbone_chains(os.path.join(self.folder, "hybrid36.pdb"))[0]["aatype"], 5)
+
+    def test_mmcif_empty_unnumbered_and_bad_coordinates(self):
+        with open(os.path.join(self.folder, "empty.cif"), "w"):
+            pass
+        self._refused("empty.cif", "the file is empty")
+        _write_mmcif(os.path.join(self.folder, "good.cif"), self.backbone)
+        chain = protein_dataset.read_backbone_chains(os.path.join(self.folder, "good.cif"))[0]
+        np.testing.assert_allclose(chain["coords"], self.backbone, atol=6e-4)
+        _write_mmcif(os.path.join(self.folder, "unnumbered.cif"), self.backbone, seq_id="?")
+        self._refused("unnumbered.cif", r"chain A: 1 residue\(s\) \(ALA\) have no residue number \(an mmCIF auth_seq_id of '\?' or '\.'\)")
+        for name, x in (("unknown_x.cif", "?"), ("nan_x.cif", "nan"), ("huge_x.cif", "1e30")):
+            _write_mmcif(os.path.join(self.folder, name), self.backbone, x=x)
+            self._refused(name, r"chain A residue ALA 2: atom CA at \[.*\], expected finite coordinates of magnitude below 10000 A")
+
+    def test_truncated_gzip_is_refused_not_read_short(self):
+        _write_pdb_lines(os.path.join(self.folder, "chain.pdb"), ideal_backbone(40))
+        with open(os.path.join(self.folder, "chain.pdb"), "rb") as f:
+            packed = gzip.compress(f.read())
+        for name, data in (("no_trailer.pdb.gz", packed[:-8]), ("half.pdb.gz", packed[: len(packed) // 2]),
+                           ("bad_crc.pdb.gz", packed[:-8] + bytes(4) + packed[-4:])):
+            with open(os.path.join(self.folder, name), "wb") as f:
+                f.write(data)
+            self._refused(name, r"the gzip stream is truncated or corrupt")
+        with open(os.path.join(self.folder, "whole.pdb.gz"), "wb") as f:
+            f.write(packed)
+        self.assertLen(protein_dataset.read_backbone_chains(os.path.join(self.folder, "whole.pdb.gz"))[0]["aatype"], 40)
+
+    def test_every_bad_file_is_skipped_and_counted(self):
+        _write_pdb_lines(os.path.join(self.folder, "a_good.pdb"), self.backbone)
+        _write_pdb_lines(os.path.join(self.folder, "b_nan.pdb"), self.backbone, field=(0, "N", 30, "     nan"))
+        _write_pdb_lines(os.path.join(self.folder, "c_chain.pdb"), self.backbone, chain="\xe9")
+        _write_mmcif(os.path.join(self.folder, "d_unnumbered.cif"), self.backbone, seq_id="?")
+        with open(os.path.join(self.folder, "e_empty.cif"), "w"):
+            pass
+        with open(os.path.join(self.folder, "f_short.pdb.gz"), "wb") as f:
+            f.write(gzip.compress(b"ATOM  " * 100)[:-8])
+        dataset = protein_dataset.ProteinDataset(self.folder, skip_bad_files=True)
+        self.assertEqual([os.path.basename(p) for p, _ in dataset.skipped],
+                         ["b_nan.pdb", "c_chain.pdb", "d_unnumbered.cif", "e_empty.cif", "f_short.pdb.gz"])
+        self.assertLen(dataset, 1)
+        self.assertTrue(np.all(np.isfinite(dataset[0]["coords"])))
+
+
+class CisPeptideTest(absltest.TestCase):
+
+    def test_peptide_mask_holds_the_trans_bonds_the_3_80_target_applies_to(self):
+        # Bonds 0-1 and 2-3 trans (CA-CA 3.80 A), 1-2 cis (omega 0, CA-CA 2.77 A for these ideal angles).
+        backbone = ideal_backbone(4, phi=-75.0, psi=145.0, omega=[180.0, 0.0, 180.0])
+        folder = self.create_tempdir().full_path
+        _write_pdb_lines(os.path.join(folder, "cis.pdb"), backbone)
+        chain = protein_dataset.ProteinDataset(folder)[0]
+        np.testing.assert_array_equal(chain["peptide_mask"], [True, False, True, False])
+        np.testing.assert_array_equal(chain["cis_peptide"], [False, True, False, False])
+        np.testing.assert_allclose(chain["ca_ca_distance"], [3.804, 2.771, 3.804, 0.0], atol=2e-3)
+        # Where peptide_mask holds, the 3.80 A target is met; where cis_peptide holds, it is not.
+        self.assertTrue(np.all(np.abs(chain["ca_ca_distance"][chain["peptide_mask"]] - 3.80) < 0.02))
+        self.assertTrue(np.all(np.abs(chain["ca_ca_distance"][chain["cis_peptide"]] - 2.9) < 0.2))
+        np.testing.assert_array_equal(protein_dataset.cis_peptides(backbone), [False, True, False])
+        arrays = protein_dataset.ProteinDataset(folder).as_arrays(max_length=2)
+        np.testing.assert_array_equal(arrays["cis_peptide"], [[False, False]])  # Bond 1-2 was cut off.
+
+
 _PYMOL_DIR = "/usr/share/pymol/data/demo"
 
 
@@ -297,6 +427,14 @@ class RealPymolTest(absltest.TestCase):
         scores = protein_dataset.score_backbone(chain["coords"], chain["atom_mask"])
         self.assertLess(scores["n-ca_rmsd"], 0.1)
         self.assertLess(scores["ca-ca_rmsd"], 0.2)
+
+    def test_real_cis_peptides_are_out_of_the_trans_target(self):
+        dataset = protein_dataset.ProteinDataset(os.path.join(_PYMOL_DIR, "1tii.pdb"))
+        cis = np.concatenate([e["ca_ca_distance"][e["cis_peptide"]] for e in dataset])
+        trans = np.concatenate([e["ca_ca_distance"][e["peptide_mask"]] for e in dataset])
+        self.assertLen(cis, 11)  # The cis prolines of the toxin's five B chains and of chain A.
+        self.assertTrue(np.all((cis > 2.7) & (cis < 3.1)))
+        self.assertTrue(np.all((trans > 3.7) & (trans < 3.95)))
 
     def test_pre_1996_layout_of_1hpv(self):
         path = os.path.join(os.path.dirname(_PYMOL_DIR), "tut", "1hpv.pdb")

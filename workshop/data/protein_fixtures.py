@@ -28,18 +28,23 @@ def place_atom(a, b, c, length, angle, torsion):
     return c + local[0] * bc + local[1] * np.cross(n, bc) + local[2] * n
 
 
-def ideal_backbone(num_residues, phi=-57.0, psi=-47.0):
-    """float64 `[L, 4, 3]` N, CA, C, O of a chain with torsions phi, psi (default an alpha helix)."""
+def ideal_backbone(num_residues, phi=-57.0, psi=-47.0, omega=180.0):
+    """float64 `[L, 4, 3]` N, CA, C, O of a chain with torsions phi, psi (default an alpha helix).
+
+    `omega`: the peptide torsion CA(i)-C(i)-N(i+1)-CA(i+1), 180 (trans) or 0
+    (cis), one value or one per bond `[L - 1]`.
+    """
+    omegas = np.broadcast_to(np.asarray(omega, np.float64), (max(num_residues - 1, 0),))
     n = np.zeros(3)
     ca = np.array([_IDEAL["N-CA"], 0.0, 0.0])
     angle = np.radians(180 - _IDEAL["N-CA-C"])
     c = ca + _IDEAL["CA-C"] * np.array([np.cos(angle), np.sin(angle), 0.0])
     residues = []
-    for _ in range(num_residues):
+    for i in range(num_residues):
         o = place_atom(n, ca, c, _IDEAL["C-O"], _IDEAL["CA-C-O"], psi + 180)
         residues.append([n, ca, c, o])
         n_next = place_atom(n, ca, c, _IDEAL["C-N"], _IDEAL["CA-C-N"], psi)
-        ca_next = place_atom(ca, c, n_next, _IDEAL["N-CA"], _IDEAL["C-N-CA"], 180.0)
+        ca_next = place_atom(ca, c, n_next, _IDEAL["N-CA"], _IDEAL["C-N-CA"], omegas[i] if i < len(omegas) else 180.0)
         c = place_atom(c, n_next, ca_next, _IDEAL["CA-C"], _IDEAL["N-CA-C"], phi)
         n, ca = n_next, ca_next
     return np.array(residues)

@@ -18,6 +18,10 @@ in the "first_residues" frame: `[N, 3L - 6]`, without their six fixed zeros).
 Datasets with an official test split (the image datasets, LibriSpeech's
 `test_subset`) use it; the others hold out the last `test_fraction` of their
 documents, files or chains, so no document, clip or chain is in both splits.
+LibriSpeech with `data_dir` at one subset folder (`.../LibriSpeech/dev-clean`)
+holds out the last `test_fraction` of its speakers by id (of its chapters when
+it has one speaker), and says so in the log; `subset == test_subset`, or both
+resolving to one folder, is refused. The test split is never training data.
 A corpus is read once per process for both splits (`_read_once`).
 
 Text datasets keep their BPE tokenizer in `tokenizer_file(data)` (trained on
@@ -226,14 +230,59 @@ def _audio_folder(data: DataConfiguration) -> tuple[dict[str, np.ndarray], int]:
     return arrays, first_test_clip
 
 
+@_read_once
+def _librispeech_single_subset(data: DataConfiguration) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`data_dir` is one subset folder: its crops, and a bool `[K]` marking those of held-out speakers (or chapters)."""
+    from workshop.data.datasets.audio import LibriSpeechDataset  # pylint: disable=g-import-not-at-top
+
+    dataset = LibriSpeechDataset(data.data_dir, data.sample_rate, subset=None, skip_bad_files=data.skip_bad_files)
+    _report_skipped(dataset, f"librispeech/{dataset.subset}")
+    arrays = _audio_arrays(dataset, data, "speaker")
+    # Whole speakers are held out, so the test NLL is of voices never trained on;
+    # one speaker's subset falls back to whole chapters.
+    by, groups = "speakers", dataset.speaker_ids
+    if len(np.unique(groups)) < 2:
+        by, groups = "chapters", dataset.chapter_ids
+    ids = np.unique(groups)  # Sorted: the split depends only on the files.
+    held_out = ids[len(ids) - held_out_count(len(ids), data.test_fraction, what=f"{dataset.data_dir}: LibriSpeech {by}"):]
+    _log.warning(
+        "librispeech: data_dir %s is the single subset %r (data.subset=%r and data.test_subset=%r are not read); "
+        "the test split is its last %d of %d %s by id (%s), the training split the rest",
+        dataset.data_dir, dataset.subset, data.subset, data.test_subset, len(held_out), len(ids), by,
+        ", ".join(map(str, held_out[:10])) + (", ..." if len(held_out) > 10 else ""),
+    )
+    return arrays, np.isin(groups, held_out)[arrays["clip"]]
+
+
+def _librispeech(data: DataConfiguration, train: bool) -> dict[str, np.ndarray]:
+    from workshop.data.datasets import audio  # pylint: disable=g-import-not-at-top
+
+    root = pathlib.Path(data.data_dir)
+    if audio.is_librispeech_subset(root):
+        arrays, test_crops = _librispeech_single_subset(data)
+        keep = ~test_crops if train else test_crops
+        return {key: value[keep] for key, value in arrays.items()}
+    if data.subset == data.test_subset:
+        raise ValueError(
+            f"data.subset and data.test_subset are both {data.subset!r}: the test split would be the training data; "
+            "set data.test_subset to another subset (e.g. 'test-clean'), or point data.data_dir at one subset "
+            "folder to hold out some of its speakers"
+        )
+    folders = {s: audio.find_librispeech_subset(root, s) for s in (data.subset, data.test_subset)}
+    if folders[data.subset].resolve() == folders[data.test_subset].resolve():
+        raise ValueError(
+            f"data.subset {data.subset!r} and data.test_subset {data.test_subset!r} are the same folder "
+            f"{folders[data.subset].resolve()}: the test split would be the training data"
+        )
+    subset = data.subset if train else data.test_subset
+    dataset = audio.LibriSpeechDataset(folders[subset], data.sample_rate, subset, skip_bad_files=data.skip_bad_files)
+    _report_skipped(dataset, f"librispeech/{subset}")
+    return _audio_arrays(dataset, data, "speaker")
+
+
 def _audio(data: DataConfiguration, train: bool) -> dict[str, np.ndarray]:
     if data.dataset == "librispeech":
-        from workshop.data.datasets.audio import LibriSpeechDataset  # pylint: disable=g-import-not-at-top
-
-        subset = data.subset if train else data.test_subset
-        dataset = LibriSpeechDataset(data.data_dir, data.sample_rate, subset, skip_bad_files=data.skip_bad_files)
-        _report_skipped(dataset, f"librispeech/{subset}")
-        arrays = _audio_arrays(dataset, data, "speaker")
+        arrays = _librispeech(data, train)
     else:
         arrays, first_test_clip = _audio_folder(data)
         keep = (arrays["clip"] < first_test_clip) if train else (arrays["clip"] >= first_test_clip)

@@ -29,6 +29,71 @@ def _pdb_chain(path: str, num_residues: int, offset: float) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def _librispeech_subset(folder: str, speakers: dict[int, int], seed: int) -> None:
+    """`folder/<speaker>/<chapter>/` with one 0.2 s FLAC utterance (PCM_16, 8 kHz) per chapter; `speakers` speaker -> chapters."""
+    rng = np.random.default_rng(seed)
+    for speaker, chapters in speakers.items():
+        for chapter in range(chapters):
+            chapter_dir = os.path.join(folder, str(speaker), str(chapter))
+            os.makedirs(chapter_dir)
+            utterance = f"{speaker}-{chapter}-0000"
+            soundfile.write(os.path.join(chapter_dir, utterance + ".flac"), rng.uniform(-0.5, 0.5, 1600), 8000,
+                            subtype="PCM_16")
+            with open(os.path.join(chapter_dir, f"{speaker}-{chapter}.trans.txt"), "w") as f:
+                f.write(f"{utterance} HELLO FROM {speaker}\n")
+
+
+class LibriSpeechSplitTest(absltest.TestCase):
+    """The test split is never the training data, whatever data_dir points at."""
+
+    def _config(self, data_dir, **overrides):
+        return DataConfiguration(dataset="librispeech", data_dir=data_dir, sequence_length=400, sample_rate=8000,
+                                 quantization_channels=None, **overrides)
+
+    def test_one_subset_folder_holds_out_whole_speakers(self):
+        folder = os.path.join(self.create_tempdir().full_path, "LibriSpeech", "dev-clean")
+        _librispeech_subset(folder, {19: 2, 84: 1, 251: 1, 422: 1}, seed=0)
+        data = self._config(folder, test_fraction=0.25)
+        with self.assertLogs(sources._log, "WARNING") as logs:  # pylint: disable=protected-access
+            train = sources.load_split(data, train=True)
+        self.assertRegex(logs.output[0], r"dev-clean is the single subset 'dev-clean' .*last 1 of 4 speakers by id \(422\)")
+        test = sources.load_split(data, train=False)
+        # 4 crops of 400 samples per 0.2 s utterance: speakers 19 (2 chapters), 84, 251 train; 422 is held out.
+        self.assertEqual((len(train["x"]), len(test["x"])), (16, 4))
+        self.assertEqual(set(train["label"]), {19, 84, 251})
+        np.testing.assert_array_equal(test["label"], [422] * 4)
+        self.assertFalse({r.tobytes() for r in train["x"]} & {r.tobytes() for r in test["x"]})
+
+    def test_one_speaker_is_split_by_chapter(self):
+        folder = os.path.join(self.create_tempdir().full_path, "dev-other")
+        _librispeech_subset(folder, {7: 3}, seed=1)
+        data = self._config(folder, test_fraction=0.3)
+        train, test = sources.load_split(data, train=True), sources.load_split(data, train=False)
+        self.assertEqual((len(train["x"]), len(test["x"])), (8, 4))
+        self.assertFalse({r.tobytes() for r in train["x"]} & {r.tobytes() for r in test["x"]})
+
+    def test_two_subsets_are_read_as_named(self):
+        root = self.create_tempdir().full_path
+        _librispeech_subset(os.path.join(root, "LibriSpeech", "dev-clean"), {1: 1, 2: 1}, seed=2)
+        _librispeech_subset(os.path.join(root, "LibriSpeech", "test-clean"), {3: 1}, seed=3)
+        data = self._config(root, subset="dev-clean", test_subset="test-clean")
+        self.assertEqual(set(sources.load_split(data, train=True)["label"]), {1, 2})
+        self.assertEqual(set(sources.load_split(data, train=False)["label"]), {3})
+        with self.assertRaisesRegex(FileNotFoundError, r"subset 'train-clean-100' not found(?s:.*)subsets found there: dev-clean, test-clean"):
+            sources.load_split(self._config(root), train=True)
+
+    def test_same_subset_for_both_splits_is_refused(self):
+        root = self.create_tempdir().full_path
+        _librispeech_subset(os.path.join(root, "LibriSpeech", "dev-clean"), {1: 1, 2: 1}, seed=4)
+        data = self._config(root, subset="dev-clean", test_subset="dev-clean")
+        for train in (True, False):
+            with self.assertRaisesRegex(ValueError, r"data.subset and data.test_subset are both 'dev-clean': the test split would be the training data"):
+                sources.load_split(data, train=train)
+        os.symlink(os.path.join(root, "LibriSpeech", "dev-clean"), os.path.join(root, "LibriSpeech", "test-clean"))
+        with self.assertRaisesRegex(ValueError, r"'dev-clean' and data.test_subset 'test-clean' are the same folder"):
+            sources.load_split(self._config(root, subset="dev-clean"), train=False)
+
+
 class LoadSplitTest(absltest.TestCase):
 
     def setUp(self):

@@ -1,6 +1,7 @@
 """Tests for workshop.data.datasets.audio on FLAC/WAV/OGG fixtures written with soundfile."""
 
 import os
+import tracemalloc
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -137,6 +138,108 @@ class LibriSpeechTest(parameterized.TestCase):
         self.assertEqual([str(p) for p, _ in dataset.skipped], [bad])
         self.assertEqual(dataset.utterance_ids, ["103-1240-0001", "1034-121119-0000"])
         self.assertEqual(dataset.transcripts[0], "WORDS OF 103 NUMBER 1")
+
+
+def _flac_declaring(path, frames):
+    """A real 4000-frame FLAC file whose STREAMINFO claims `frames` total samples (36-bit field)."""
+    soundfile.write(path, _tone(0.25, 16000), 16000, subtype="PCM_16")
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO comes first.
+    # STREAMINFO bytes 10..17: rate (20 bits), channels - 1 (3), bits - 1 (5), total samples (36).
+    field = int.from_bytes(data[18:26], "big")
+    field = (field & ~((1 << 36) - 1)) | frames
+    data[18:26] = field.to_bytes(8, "big")
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class EdgeCaseTest(absltest.TestCase):
+    """Subset naming, repeated transcript lines and malformed files, each named and skippable."""
+
+    def test_subset_is_the_folder_read(self):
+        root = self.create_tempdir().full_path
+        _write_librispeech(root, subset="dev-clean")
+        folder = os.path.join(root, "LibriSpeech", "dev-clean")
+        dataset = audio.LibriSpeechDataset(folder, subset=None)
+        self.assertEqual(dataset.subset, "dev-clean")
+        self.assertIn("LibriSpeechDataset(dev-clean, 3 utterances", repr(dataset))
+        # Asking for another subset of a subset folder is refused, not mislabelled.
+        with self.assertRaisesRegex(ValueError, r"dev-clean is itself the LibriSpeech subset folder 'dev-clean', but subset 'train-clean-100' was asked for"):
+            audio.LibriSpeechDataset(folder)
+        with self.assertRaisesRegex(FileNotFoundError, r"subset 'test-clean' not found(?s:.*)subsets found there: dev-clean"):
+            audio.LibriSpeechDataset(root, subset="test-clean")
+
+    def test_folder_with_transcripts_and_subsets_is_ambiguous(self):
+        root = self.create_tempdir().full_path
+        _write_librispeech(root, subset="dev-clean")
+        folder = os.path.join(root, "LibriSpeech", "dev-clean")
+        _write_librispeech(folder, subset="test-clean")  # dev-clean/LibriSpeech/test-clean/...
+        with self.assertRaisesRegex(ValueError, r"dev-clean is ambiguous: .*\['test-clean'\]"):
+            audio.LibriSpeechDataset(folder, subset=None)
+
+    def test_repeated_line_loaded_once_with_a_warning(self):
+        root = self.create_tempdir().full_path
+        _write_librispeech(root)
+        transcript = os.path.join(root, "LibriSpeech", "dev-clean", "103", "1240", "103-1240.trans.txt")
+        with open(transcript, "a") as f:
+            f.write("103-1240-0000 WORDS OF 103 NUMBER 0\n")
+        with self.assertWarnsRegex(UserWarning, r"103-1240.trans.txt:3: utterance 103-1240-0000 is listed twice \(first at line 1\)"):
+            dataset = audio.LibriSpeechDataset(root, subset="dev-clean")
+        self.assertEqual(dataset.utterance_ids, ["103-1240-0000", "103-1240-0001", "1034-121119-0000"])
+        self.assertEqual([(os.path.basename(p), u) for p, u in dataset.duplicates], [("103-1240.trans.txt", "103-1240-0000")])
+        with open(transcript, "a") as f:
+            f.write("103-1240-0001 OTHER WORDS\n")
+        with self.assertRaisesRegex(DatasetFormatError, r"103-1240.trans.txt:4: utterance 103-1240-0001 is listed again with another transcript \(first at line 2\)"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+
+    def test_bad_transcripts_named_or_skipped_with_their_chapter(self):
+        root = self.create_tempdir().full_path
+        _write_librispeech(root)
+        transcript = os.path.join(root, "LibriSpeech", "dev-clean", "103", "1240", "103-1240.trans.txt")
+        with open(transcript, "rb") as f:
+            data = f.read()
+        with open(transcript, "wb") as f:
+            f.write(data.replace(b"WORDS OF 103 NUMBER 1", b"WORDS OF 103 NUMB\xe9R 1"))  # latin-1, not UTF-8
+        with self.assertRaisesRegex(DatasetFormatError, r"103-1240.trans.txt: expected a UTF-8 LibriSpeech transcript"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+        dataset = audio.LibriSpeechDataset(root, subset="dev-clean", skip_bad_files=True)
+        self.assertEqual([str(p) for p, _ in dataset.skipped], [transcript])
+        self.assertEqual(dataset.utterance_ids, ["1034-121119-0000"])
+        with open(transcript, "w") as f:
+            f.write("1034-121119-0000 WORDS OF ANOTHER CHAPTER\n")
+        with self.assertRaisesRegex(DatasetFormatError, r"103-1240.trans.txt:1: utterance 1034-121119-0000 is not of this folder's speaker and chapter"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+
+    def test_absurd_declared_length_refused_before_allocating(self):
+        root = self.create_tempdir().full_path
+        _write_librispeech(root)
+        bad = os.path.join(root, "LibriSpeech", "dev-clean", "103", "1240", "103-1240-0001.flac")
+        _flac_declaring(bad, 2**36 - 1)  # 256 GiB as float32.
+        with self.assertRaisesRegex(DatasetFormatError, r"103-1240-0001.flac: .*the header declares 68719476735 frames x 1 channel\(s\), more than the 1073741824 samples"):
+            audio.LibriSpeechDataset(root, subset="dev-clean")
+        dataset = audio.LibriSpeechDataset(root, subset="dev-clean", skip_bad_files=True)
+        self.assertEqual([str(p) for p, _ in dataset.skipped], [bad])
+        self.assertEqual(dataset.utterance_ids, ["103-1240-0000", "1034-121119-0000"])
+
+    def test_undeclared_length_is_named(self):
+        path = os.path.join(self.create_tempdir().full_path, "stream.flac")
+        _flac_declaring(path, 0)  # FLAC's "total samples unknown"; libsndfile reports SF_COUNT_MAX frames.
+        with self.assertRaisesRegex(DatasetFormatError, r"stream.flac: .*the header does not declare the number of frames"):
+            audio.read_audio(path)
+
+    def test_lying_length_under_the_cap_is_truncation_not_a_big_allocation(self):
+        path = os.path.join(self.create_tempdir().full_path, "x.flac")
+        _flac_declaring(path, 2**29)  # 2 GiB as float32, but 4000 frames are there.
+        with self.assertRaisesRegex(DatasetFormatError, r"x.flac: expected a WAV, FLAC or OGG audio file.*; decoding failed after 0 of the 536870912 frames the header declares \(truncated or corrupt\)"):
+            audio.read_audio(path)
+        # numpy reports its buffers to tracemalloc: decoding in blocks allocates
+        # about one block (4 MiB), never the 2 GiB the header declares.
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        with self.assertRaises(DatasetFormatError):
+            audio.read_audio(path)
+        self.assertLess(tracemalloc.get_traced_memory()[1], 64 * 2**20)
 
 
 class AudioFolderTest(absltest.TestCase):

@@ -20,8 +20,13 @@ lists of ints. A binary record is `<label byte>` (CIFAR-10) or `<coarse byte>
 <fine byte>` (CIFAR-100) followed by the same 3072 bytes.
 
 Pickles can run arbitrary code when loaded, so `load_cifar_pickle` uses an
-unpickler that admits only the globals these files contain (numpy's array
-reconstructor, `numpy.ndarray`, `numpy.dtype`) and refuses anything else.
+unpickler that admits only the globals these files contain and refuses
+anything else: numpy's array reconstructor, `numpy.ndarray` and `numpy.dtype`
+(the official files, and protocols 2-4 from Python 3), numpy's `_frombuffer`
+(protocol 5), and, for byte strings written by Python 3 at protocol 2,
+`_codecs.encode` restricted to latin-1 text and `bytes()` restricted to no
+arguments. Keys written as `str` are read as the same `bytes`. Labels must be
+integers in range as stored: they are checked before the cast to int32.
 """
 
 from __future__ import annotations
@@ -48,14 +53,44 @@ CIFAR10_CLASS_NAMES = (
     "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 _IMAGE_BYTES = 32 * 32 * 3
+_COARSE_CLASSES = 20
+
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """`_codecs.encode` as Python 3 pickles bytes at protocol 2: latin-1 text only.
+
+    The real `_codecs.encode` looks up any codec by name; only the one call
+    `pickle` writes, `encode(<str>, "latin1")`, is admitted.
+    """
+    if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(
+            f"_codecs.encode is allowed only as encode(<str>, 'latin1'), the form pickle writes for bytes; "
+            f"found encode({type(text).__name__}, {encoding!r})"
+        )
+    return text.encode("latin-1")
+
+
+def _empty_bytes(*args):
+    """`bytes()` as Python 3 pickles `b""` at protocol 2; any argument is refused."""
+    if args:
+        raise pickle.UnpicklingError(f"bytes is allowed only with no arguments (b''), found {len(args)}")
+    return b""
+
 
 # (module, name) -> object: everything a CIFAR pickle may name. numpy 2 moved
 # `numpy.core` to `numpy._core`; files re-saved by it name the new module.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # pylint: disable=protected-access
     ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # pylint: disable=protected-access
+    # Protocol 5 rebuilds an array from its raw buffer: `_frombuffer(buf, dtype, shape, order)`.
+    ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,  # pylint: disable=protected-access
+    ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,  # pylint: disable=protected-access
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -84,7 +119,8 @@ def load_cifar_pickle(path: str | os.PathLike) -> dict:
       path: a file such as `cifar-10-batches-py/data_batch_1`.
 
     Returns:
-      The batch dict; keys are bytes, as Python 2 wrote them (`b"data"`, ...).
+      The batch dict; keys are bytes, as Python 2 wrote them (`b"data"`, ...);
+      `str` keys written by Python 3 scripts are encoded to the same bytes.
 
     Raises:
       FileNotFoundError: no such file.
@@ -104,16 +140,48 @@ def load_cifar_pickle(path: str | os.PathLike) -> dict:
         raise DatasetFormatError(f"{path}: {expected}; the pickle is truncated or corrupt ({e!r})") from e
     if not isinstance(batch, dict):
         raise DatasetFormatError(f"{path}: {expected}; found a {type(batch).__name__}")
-    return batch
+    return {k.encode("utf-8") if isinstance(k, str) else k: v for k, v in batch.items()}
 
 
-def _to_images(data: np.ndarray, path: pathlib.Path) -> np.ndarray:
-    """uint8 `[n, 3072]` channel-planar rows -> uint8 `[n, 32, 32, 3]`."""
-    data = np.asarray(data)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _IMAGE_BYTES:
+def _integer_array(values, path: pathlib.Path, field: str) -> np.ndarray:
+    """A list or array of integers -> int64 `[...]`, refusing floats, bools and ints beyond int64."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as e:
+        raise DatasetFormatError(f"{path}: expected {field} as a list or array of integers ({e})") from e
+    if array.dtype == object and array.size and all(type(v) is int for v in array.flat):
+        # Python ints beyond int64: certainly out of range; keep one to name it.
+        return array
+    if array.size and (array.dtype.kind not in "iu"):
+        raise DatasetFormatError(f"{path}: expected {field} as integers, found dtype {array.dtype}")
+    return array
+
+
+def _check_labels(values, num_classes: int, path: pathlib.Path, field: str) -> np.ndarray:
+    """Checks labels on their stored values (before any cast) and returns int32 `[N]`."""
+    labels = _integer_array(values, path, field)
+    if labels.size:
+        low, high = min(labels.flat), max(labels.flat)
+        if not 0 <= low <= high < num_classes:
+            raise DatasetFormatError(f"{path}: expected {field} in 0..{num_classes - 1}, found {low}..{high}")
+    return labels.astype(np.int32)
+
+
+def _to_images(data, path: pathlib.Path) -> np.ndarray:
+    """uint8 `[n, 3072]` channel-planar rows -> uint8 `[n, 32, 32, 3]`.
+
+    Nested lists or wider integer arrays are accepted when every value is a
+    byte (0..255), as scripts that rebuild batches from lists write them.
+    """
+    data = np.asarray(data) if isinstance(data, np.ndarray) else _integer_array(data, path, "b'data'")
+    if data.ndim != 2 or data.shape[1] != _IMAGE_BYTES or data.dtype.kind not in "iu":
         raise DatasetFormatError(
             f"{path}: expected b'data' uint8 [N, {_IMAGE_BYTES}], found {data.dtype} {list(data.shape)}"
         )
+    if data.dtype != np.uint8:
+        if data.size and not 0 <= data.min() <= data.max() <= 255:
+            raise DatasetFormatError(f"{path}: expected b'data' pixel values in 0..255, found {data.min()}..{data.max()}")
+        data = data.astype(np.uint8)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
@@ -175,12 +243,7 @@ class CIFAR10Dataset(LabelledImages):
         if not images:
             raise DatasetFormatError(f"{self.data_dir}: no readable batch; problems: {self.skipped}")
         self.images = np.concatenate(images)
-        self.labels = np.concatenate(labels).astype(np.int32)
-        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < self.num_classes:
-            raise DatasetFormatError(
-                f"{self.data_dir}: expected labels in 0..{self.num_classes - 1}, "
-                f"found {self.labels.min()}..{self.labels.max()}"
-            )
+        self.labels = np.concatenate(labels)  # int32, range-checked per file.
 
     def _locate(self, root: pathlib.Path) -> tuple[pathlib.Path, str]:
         tried = []
@@ -199,7 +262,7 @@ class CIFAR10Dataset(LabelledImages):
     def _pickle_labels(self, batch: dict, path: pathlib.Path) -> np.ndarray:
         if b"labels" not in batch:
             raise DatasetFormatError(f"{path}: expected a CIFAR-10 python batch with b'labels'; keys: {sorted(batch)}")
-        return np.asarray(batch[b"labels"])
+        return _check_labels(batch[b"labels"], self.num_classes, path, "b'labels'")
 
     def _read_pickle(self, path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
         batch = load_cifar_pickle(path)
@@ -220,7 +283,8 @@ class CIFAR10Dataset(LabelledImages):
                 f"{raw.size} bytes is not a positive multiple (truncated?)"
             )
         raw = raw.reshape(-1, record)
-        return _to_images(raw[:, self._label_bytes:], path), raw[:, self._label_bytes - 1]
+        labels = _check_labels(raw[:, self._label_bytes - 1], self.num_classes, path, "label bytes")
+        return _to_images(raw[:, self._label_bytes:], path), labels
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
@@ -232,7 +296,10 @@ class CIFAR100Dataset(CIFAR10Dataset):
 
     `labels` are the 100 fine classes; `coarse_labels` int32 `[N]` the 20
     superclasses. `class_names` / `coarse_class_names` come from the `meta`
-    file (or the `*_label_names.txt` files) when present, else are numbers.
+    file (or the `*_label_names.txt` files) when present, else are numbers; a
+    names file that is not UTF-8 or holds another count of names raises
+    `DatasetFormatError` (with `skip_bad_files`, it is listed in `skipped` and
+    the numbers are kept).
     """
 
     name = "cifar100"
@@ -252,6 +319,7 @@ class CIFAR100Dataset(CIFAR10Dataset):
         super().__init__(root, train, skip_bad_files=skip_bad_files)
         self.coarse_labels = np.concatenate(self._coarse).astype(np.int32)
         del self._coarse
+        self._skip_bad_files = skip_bad_files
         self._read_names()
 
     def _pickle_labels(self, batch: dict, path: pathlib.Path) -> np.ndarray:
@@ -260,25 +328,54 @@ class CIFAR100Dataset(CIFAR10Dataset):
                 f"{path}: expected a CIFAR-100 python batch with b'fine_labels' and b'coarse_labels'; "
                 f"keys: {sorted(batch)}"
             )
-        self._coarse.append(np.asarray(batch[b"coarse_labels"]))
-        return np.asarray(batch[b"fine_labels"])
+        fine = _check_labels(batch[b"fine_labels"], self.num_classes, path, "b'fine_labels'")
+        coarse = _check_labels(batch[b"coarse_labels"], _COARSE_CLASSES, path, "b'coarse_labels'")
+        if coarse.shape != fine.shape:
+            raise DatasetFormatError(f"{path}: {len(fine)} fine labels but coarse labels of shape {list(coarse.shape)}")
+        self._coarse.append(coarse)
+        return fine
 
     def _read_binary(self, path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
         images, fine = super()._read_binary(path)
         raw = np.fromfile(path, dtype=np.uint8).reshape(-1, self._label_bytes + _IMAGE_BYTES)
-        self._coarse.append(raw[:, 0])
+        self._coarse.append(_check_labels(raw[:, 0], _COARSE_CLASSES, path, "coarse label bytes"))
         return images, fine
 
     def _read_names(self) -> None:
+        """Class names from `meta` or the `*_label_names.txt` files; a bad one raises, or is skipped (numbers kept)."""
+        counts = {"class_names": self.num_classes, "coarse_class_names": _COARSE_CLASSES}
+        sources = []  # (path, read() -> {attr: names})
         meta = self.data_dir / "meta"
         if self.format == "py" and meta.is_file():
-            names = load_cifar_pickle(meta)
-            self.class_names = tuple(n.decode() for n in names.get(b"fine_label_names", self.class_names))
-            self.coarse_class_names = tuple(n.decode() for n in names.get(b"coarse_label_names", self.coarse_class_names))
+            def read_meta(meta=meta):
+                batch = load_cifar_pickle(meta)
+                return {attr: batch[key] for attr, key in (("class_names", b"fine_label_names"),
+                                                           ("coarse_class_names", b"coarse_label_names")) if key in batch}
+            sources.append((meta, read_meta))
         for attr, filename in (("class_names", "fine_label_names.txt"), ("coarse_class_names", "coarse_label_names.txt")):
             path = self.data_dir / filename
             if self.format == "bin" and path.is_file():
-                setattr(self, attr, tuple(line.strip() for line in path.read_text().splitlines() if line.strip()))
+                sources.append((path, lambda path=path, attr=attr: {
+                    attr: [line.strip() for line in path.read_bytes().splitlines() if line.strip()]}))
+        for path, read in sources:
+            try:
+                found = read()
+                names = {}
+                for attr, values in found.items():
+                    if not isinstance(values, (list, tuple)) or len(values) != counts[attr]:
+                        raise DatasetFormatError(f"{path}: expected {counts[attr]} {attr.replace('_', ' ')}, found {values!r:.80}")
+                    names[attr] = tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
+            except UnicodeDecodeError as e:
+                error = DatasetFormatError(f"{path}: expected UTF-8 class names; {e}")
+            except DatasetFormatError as e:
+                error = e
+            else:
+                for attr, values in names.items():
+                    setattr(self, attr, values)
+                continue
+            if not self._skip_bad_files:
+                raise error
+            self.skipped.append((path, str(error)))
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """`{"image": uint8 [32, 32, 3], "label": int32 [], "coarse_label": int32 []}`."""

@@ -16,7 +16,11 @@ Formats:
 spirit: templates `{{...}}` (nested), tables `{|...|}`, `<ref>` notes, comments,
 files, categories and interlanguage links are dropped; `[[target|label]]` keeps
 its label, `[url label]` its label; bold/italic quotes, heading `=` signs, list
-markers, HTML tags and entities are removed.
+markers, HTML tags and entities are removed. Only markup goes: a `<...>` that
+is not a tag MediaWiki allows (`x < y > z`, `<not a tag>`) stays, and the
+space before punctuation or an empty `()` is tidied only where markup was
+dropped there (`anarkhia ({{lang|..}}),` -> `anarkhia,`), never in prose
+(`the .NET Framework`, `printf()`).
 """
 
 from __future__ import annotations
@@ -55,9 +59,23 @@ _HEADING = re.compile(r"^(={1,6})[ \t]*(.*?)[ \t]*\1[ \t]*$", re.MULTILINE)
 _LIST_MARKER = re.compile(r"^[*#:;]+[ \t]*", re.MULTILINE)
 _RULE = re.compile(r"^-{4,}[ \t]*$", re.MULTILINE)
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
-_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
-_EMPTY_PARENS = re.compile(r"\(\s*[,;]?\s*\)")
-_LEADING_PUNCT_IN_PARENS = re.compile(r"\(\s*[,;]\s*")
+# The HTML tags MediaWiki's sanitizer lets through, and its extension tags
+# (https://www.mediawiki.org/wiki/Help:HTML_in_wikitext, Parser extension tags).
+_TAG_NAMES = (
+    "abbr b bdi bdo big blockquote br caption center cite code data dd del dfn div dl dt em font "
+    "h1 h2 h3 h4 h5 h6 hr i ins kbd li mark ol p pre q rb rp rt rtc ruby s samp small span strike "
+    "strong sub sup table td th time tr tt u ul var wbr "
+    "categorytree ce chem gallery graph hiero imagemap includeonly indicator inputbox mapframe maplink "
+    "math noinclude nowiki onlyinclude poem ref references score section source syntaxhighlight "
+    "templatedata templatestyles timeline"
+).split()
+_TAG = re.compile(r"</?(?:%s)(?:\s[^<>]*)?/?>" % "|".join(sorted(_TAG_NAMES, key=len, reverse=True)), re.IGNORECASE)
+# `_DROPPED` marks where markup was removed, so the tidying below touches only
+# those places; it is a private-use character, removed from the input first.
+_DROPPED = "\ue000"
+_EMPTY_PARENS = re.compile(r"\([\s,;%s]*\)" % _DROPPED)  # Emptied only if it holds a mark: see below.
+_LEADING_PUNCT_IN_PARENS = re.compile(r"\(\s*%s[\s%s]*[,;]\s*" % (_DROPPED, _DROPPED))
+_SPACE_BEFORE_PUNCT = re.compile(r"[ \t]*%s[ \t%s]*(?=[,.;:!?)])" % (_DROPPED, _DROPPED))
 _SPACES = re.compile(r"[ \t\xa0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
@@ -71,8 +89,8 @@ class Article:
     text: str
 
 
-def _drop_balanced(text: str, opener: str, closer: str) -> str:
-    """Removes every outermost `opener ... closer` span, counting nesting.
+def _drop_balanced(text: str, opener: str, closer: str, mark: str = "") -> str:
+    """Replaces every outermost `opener ... closer` span with `mark`, counting nesting.
 
     A closer with no opener is kept as text; an opener never closed drops the
     rest of the text (MediaWiki would show it raw, but it is markup, not prose).
@@ -89,7 +107,7 @@ def _drop_balanced(text: str, opener: str, closer: str) -> str:
                 start = match.end()
     if depth == 0:
         pieces.append(text[start:])
-    return "".join(pieces)
+    return mark.join(pieces)
 
 
 def _link_text(match: re.Match) -> str:
@@ -97,9 +115,9 @@ def _link_text(match: re.Match) -> str:
     target = target.strip()
     prefix = target.lstrip(":").split(":", 1)[0].strip().lower() if ":" in target else ""
     if prefix in _DROPPED_LINK_PREFIXES and not target.startswith(":"):
-        return ""  # [[File:...]] images, [[Category:...]]; [[:Category:X]] is a visible link.
+        return _DROPPED  # [[File:...]] images, [[Category:...]]; [[:Category:X]] is a visible link.
     if _INTERLANGUAGE.match(target) and not target.startswith(":"):
-        return ""  # [[de:Anarchismus]]
+        return _DROPPED  # [[de:Anarchismus]]
     if "|" in match.group(1):
         if label.strip():
             return label.rsplit("|", 1)[-1]
@@ -117,29 +135,30 @@ def strip_wiki_markup(wikitext: str) -> str:
       The text with markup removed, headings kept as their own lines,
       paragraphs separated by one blank line.
     """
-    text = _COMMENT.sub("", wikitext)
-    text = _REF_SELF_CLOSING.sub("", text)
-    text = _REF.sub("", text)
-    text = _DROPPED_ELEMENTS.sub("", text)
-    text = _drop_balanced(text, "{{", "}}")
-    text = _drop_balanced(text, "{|", "|}")
+    text = _COMMENT.sub("", wikitext.replace(_DROPPED, ""))
+    text = _REF_SELF_CLOSING.sub(_DROPPED, text)
+    text = _REF.sub(_DROPPED, text)
+    text = _DROPPED_ELEMENTS.sub(_DROPPED, text)
+    text = _drop_balanced(text, "{{", "}}", _DROPPED)
+    text = _drop_balanced(text, "{|", "|}", _DROPPED)
     # Innermost links first, so that a caption's [[link]] resolves before its [[File:...]].
     while True:
         text, count = _INNER_LINK.subn(_link_text, text)
         if not count:
             break
-    text = _EXTERNAL_LINK.sub(lambda m: m.group(1) or "", text)
+    text = _EXTERNAL_LINK.sub(lambda m: m.group(1) or _DROPPED, text)
     text = _BOLD_ITALIC.sub("", text)
     text = _HEADING.sub(r"\2", text)
     text = _LIST_MARKER.sub("", text)
     text = _RULE.sub("", text)
-    text = _MAGIC_WORD.sub("", text)
-    text = _TAG.sub("", text)
+    text = _MAGIC_WORD.sub(_DROPPED, text)
+    text = _TAG.sub(_DROPPED, text)
     text = html.unescape(text)  # &nbsp; &ndash; ... (the XML layer already decoded &lt; &amp;).
-    text = _EMPTY_PARENS.sub("", text)
-    text = _LEADING_PUNCT_IN_PARENS.sub("(", text)
-    text = _SPACES.sub(" ", text)
-    text = re.sub(r" +([,.;:])", r"\1", text)  # "word ." left where a template or ref was.
+    # "({{lang|..}})": parentheses emptied by markup go; "printf()" stays.
+    text = _EMPTY_PARENS.sub(lambda m: _DROPPED if _DROPPED in m.group() else m.group(), text)
+    text = _LEADING_PUNCT_IN_PARENS.sub("(", text)  # "({{IPA|..}}; born 1950)" -> "(born 1950)".
+    text = _SPACE_BEFORE_PUNCT.sub("", text)  # "word {{cite}}." -> "word.", not "the .NET" -> "the.NET".
+    text = _SPACES.sub(" ", text.replace(_DROPPED, ""))
     lines = [line.strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -219,20 +238,31 @@ def iter_wikiextractor_jsonl(path: str | os.PathLike) -> Iterator[Article]:
 
     Raises:
       FileNotFoundError: no such file.
-      DatasetFormatError: a line is not a JSON object with "text"; the message
-        names the file and line.
+      DatasetFormatError: a line is not a JSON object with a string "text",
+        the file is not UTF-8, or its bz2 stream is truncated or corrupt; the
+        message names the file and line.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"WikiExtractor file not found: {os.fspath(path)} ({_JSONL_FORMAT})")
     opener = bz2.open if os.fspath(path).endswith(".bz2") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DatasetFormatError(f"{os.fspath(path)}:{line_number}: {_JSONL_FORMAT}; found {line[:60]!r} ({e})") from e
-            if text.strip():
-                yield Article(id=str(record.get("id", "")), title=record.get("title", ""), text=text)
+    line_number = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line_number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    text = record["text"]
+                    if not isinstance(text, str):
+                        raise TypeError(f'"text" is a {type(text).__name__}, not a string')
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise DatasetFormatError(f"{os.fspath(path)}:{line_number}: {_JSONL_FORMAT}; found {line[:60]!r} ({e})") from e
+                if text.strip():
+                    yield Article(id=str(record.get("id", "")), title=str(record.get("title", "")), text=text)
+    except UnicodeDecodeError as e:
+        raise DatasetFormatError(f"{os.fspath(path)}:{line_number + 1}: {_JSONL_FORMAT}; not UTF-8 ({e})") from e
+    except (EOFError, OSError) as e:
+        raise DatasetFormatError(
+            f"{os.fspath(path)}: {_JSONL_FORMAT}; the bz2 stream is truncated or corrupt after line {line_number} ({e})"
+        ) from e

@@ -120,6 +120,28 @@ class StripMarkupTest(absltest.TestCase):
         self.assertEqual(strip("a<!-- multi\nline -->b<br />c<small>d</small>"), "abcd")
         self.assertEqual(strip("1&ndash;2&nbsp;m"), "1\u20132 m")
 
+    def test_prose_without_markup_is_unchanged(self):
+        strip = wikitext.strip_wiki_markup
+        for prose in (
+            "The .NET Framework reads files with the .txt extension; call printf() first.",
+            "If x < y > z then a <b c.",
+            "Write <not a tag> or <x> or <Name> literally, e.g. vector<int> and Map<K, V>.",
+            "Spacing ( , ) and ( ) in prose stays , as do ellipses ... and : colons .",
+            "Mathematicians write f : X -> Y and 3 . 5 on purpose!",
+        ):
+            self.assertEqual(strip(prose), prose)
+
+    def test_only_markup_is_tidied(self):
+        strip = wikitext.strip_wiki_markup
+        self.assertEqual(strip("anarkhia ({{lang|grc|x}}), meaning"), "anarkhia, meaning")
+        self.assertEqual(strip("Smith ({{IPA|x}}; born 1950) is"), "Smith (born 1950) is")
+        self.assertEqual(strip("a claim {{citation needed}}. Next"), "a claim. Next")
+        self.assertEqual(strip("a claim<ref>x</ref> <ref>y</ref>, then"), "a claim, then")
+        self.assertEqual(strip("(born {{date|1950}}) and call f() [[File:x.png]]."), "(born) and call f().")
+        # Real tags still go, whatever their case and attributes; their content stays.
+        self.assertEqual(strip('<B>bold</B> <span style="x">s</span> <BR/> <sup>2</sup>'), "bold s 2")
+        self.assertEqual(strip("x<nowiki><y></nowiki>"), "x<y>")
+
 
 class DumpTest(parameterized.TestCase):
 
@@ -167,6 +189,24 @@ class JsonlTest(absltest.TestCase):
         with open(path, "a") as f:
             f.write('{"id": "14", "title": "C"\n')
         with self.assertRaisesRegex(DatasetFormatError, r"wiki_00:3: expected WikiExtractor JSONL"):
+            list(wikitext.iter_wikiextractor_jsonl(path))
+
+    def test_non_utf8_non_string_text_and_truncated_bz2_name_the_file(self):
+        folder = self.create_tempdir().full_path
+        path = os.path.join(folder, "wiki_01")
+        with open(path, "wb") as f:
+            f.write(b'{"id": "1", "title": "A", "text": "ok"}\n{"id": "2", "title": "B", "text": "caf\xe9"}\n')
+        with self.assertRaisesRegex(DatasetFormatError, r"wiki_01:\d+: expected WikiExtractor JSONL.*; not UTF-8"):
+            list(wikitext.iter_wikiextractor_jsonl(path))
+        with open(path, "w") as f:
+            f.write('{"id": "1", "title": "A", "text": 12}\n')
+        with self.assertRaisesRegex(DatasetFormatError, r'wiki_01:1: expected WikiExtractor JSONL.*"text" is a int, not a string'):
+            list(wikitext.iter_wikiextractor_jsonl(path))
+        packed = bz2.compress("".join(json.dumps({"id": str(i), "title": "T", "text": f"Text {i}."}) + "\n" for i in range(200)).encode())
+        path = os.path.join(folder, "wiki_02.bz2")
+        with open(path, "wb") as f:
+            f.write(packed[: len(packed) // 2])
+        with self.assertRaisesRegex(DatasetFormatError, r"wiki_02.bz2: expected WikiExtractor JSONL.*bz2 stream is truncated or corrupt"):
             list(wikitext.iter_wikiextractor_jsonl(path))
 
 
