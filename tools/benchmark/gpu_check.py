@@ -21,7 +21,8 @@ stage loses only itself), in the order of what a first GPU run must show:
      (fewer if the measured speed and the time left say so), then bits/dim and
      FID/KID/PRDC of `--convergence_samples` DDIM-50 samples with the Fashion-MNIST
      feature network (tools/benchmark/quality.py), as the CPU figure in
-     BENCHMARKS.md was measured.
+     BENCHMARKS.md was measured. The CPU dry run trains the `vae` config for 300
+     steps instead (ddpm_unet takes minutes per hundred steps on a CPU).
 
 Writes `<out>/gpu_check.json` (everything) and `<out>/gpu_check.md` (the
 BENCHMARKS.md section), and prints the Markdown at the end. The data and the
@@ -54,6 +55,7 @@ _SAMPLES = flags.DEFINE_integer("convergence_samples", 2000, "Samples scored aft
 _JOBS = flags.DEFINE_integer("jobs", 6, "Test files run at a time.")
 _STAGE = flags.DEFINE_string("stage", None, "Internal: run one in-process stage and write its JSON.")
 _STAGE_STEPS = flags.DEFINE_integer("stage_steps", None, "Internal: steps of the convergence stage.")
+_STAGE_CONFIG = flags.DEFINE_string("stage_config", None, "Internal: config of the convergence stage.")
 _RESULT = flags.DEFINE_string("result", None, "Internal: where the in-process stage writes its JSON.")
 
 # The test files whose `_gpu` twins matter most: every family's numerics, the
@@ -163,7 +165,7 @@ def peaks(dry_run: bool) -> dict[str, Any]:
                              for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16))}}
 
 
-def convergence(steps: int, samples: int, out: pathlib.Path) -> dict[str, Any]:
+def convergence(config: str, steps: int, samples: int, out: pathlib.Path) -> dict[str, Any]:
     from tools.benchmark.quality import run_quality
     from workshop.eval.feature_net import FeatureNetworkMissingError, load_feature_net
 
@@ -171,7 +173,7 @@ def convergence(steps: int, samples: int, out: pathlib.Path) -> dict[str, Any]:
         load_feature_net()
     except FeatureNetworkMissingError:  # a fresh machine: train it here (seconds on a GPU)
         subprocess.run([sys.executable, "-m", "workshop.eval.train_feature_net"], cwd=ROOT, check=True)
-    return run_quality("ddpm_unet", steps=steps, workdir_root=out / "runs", num_samples=samples)
+    return run_quality(config, steps=steps, workdir_root=out / "runs", num_samples=samples)
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -222,9 +224,13 @@ def run_speed(*, deadline: float, env: dict[str, str], dry_run: bool, out: pathl
 
 def format_markdown(report: dict[str, Any]) -> str:
     env, pk = report.get("environment", {}), report.get("peaks", {})
-    lines = [f"Device: {env.get('devices')} ({env.get('nvidia_smi')}); jax {env.get('versions', {}).get('jax')}, "
-             f"flax {env.get('versions', {}).get('flax')}, Python {env.get('python')}; "
-             f"{'DRY RUN on the CPU' if report['dry_run'] else 'GPU run'}, {report['seconds']:.0f} s in all.", ""]
+    lines = [f"{'DRY RUN on the CPU' if report['dry_run'] else 'GPU run'}, {report['seconds']:.0f} s in all.", ""]
+    if env and "error" not in env:
+        versions = env["versions"]
+        lines += [f"Device: {env['devices']} ({env['nvidia_smi']}); jax {versions['jax']}, flax {versions['flax']}, "
+                  f"optax {versions['optax']}, orbax {versions['orbax-checkpoint']}, Python {env['python']}.", ""]
+    elif env:
+        lines += [f"Environment: error: {env['error'][:300]}", ""]
     if "float32_tflops" in pk:
         lines += [f"Matmul peak ({pk['matmul_n']}^3, best of 10): float32 {pk['float32_tflops']:.1f} TFLOP/s, "
                   f"bfloat16 {pk['bfloat16_tflops']:.1f} TFLOP/s.", ""]
@@ -250,10 +256,10 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     conv = report.get("convergence")
     if conv and "error" not in conv:
-        lines += [f"Convergence: `ddpm_unet`, {conv['steps']} steps x {conv['batch_size']} in "
+        lines += [f"Convergence: `{conv['model']}`, {conv['steps']} steps x {conv['batch_size']} in "
                   f"{conv['train_seconds']:.0f} s (train and test-bound evaluation): "
                   f"{conv.get('nll_bits_per_dim', float('nan')):.2f} bits/dim ({conv.get('estimate', '?')}); "
-                  f"{conv['num_samples']} samples: FID {conv['fid']:.2f}, KID {1e3 * conv['kid']:.1f}e-3, "
+                  f"{conv['num_samples']} samples: FID {conv['fid']:.2f}, KID {conv['kid']:.4g}, "
                   f"precision {conv['precision']:.3f}, recall {conv['recall']:.3f}, density {conv['density']:.3f}, "
                   f"coverage {conv['coverage']:.3f} ({conv['feature_net']}).", ""]
     elif conv:
@@ -299,11 +305,12 @@ def drive() -> dict[str, Any]:
         left = deadline - time.time()
         rate = next((r["trainer_steps_per_second"] for r in report.get("speed", [])
                      if r["model"] == "ddpm_unet" and r.get("precision") == "float32" and "error" not in r), None)
-        steps = 110 if dry_run else _CONVERGENCE_STEPS.value  # above the config's 100 warm-up steps
+        config = "vae" if dry_run else "ddpm_unet"
+        steps = 300 if dry_run else _CONVERGENCE_STEPS.value  # above the configs' warm-up steps
         if rate and not dry_run:  # rate was at batch 256; the config trains at 64: a lower bound on speed
-            steps = max(100, min(steps, int(0.5 * left * rate * 256 / 64)))
-        print(f"convergence: ddpm_unet, {steps} steps ...", flush=True)
-        report["convergence"] = stage_json("convergence", max(30.0, left - 5), stage_steps=steps,
+            steps = max(300, min(steps, int(0.5 * left * rate * 256 / 64)))
+        print(f"convergence: {config}, {steps} steps ...", flush=True)
+        report["convergence"] = stage_json("convergence", max(30.0, left - 5), stage_config=config, stage_steps=steps,
                                            convergence_samples=100 if dry_run else _SAMPLES.value)
     report["seconds"] = time.time() - start
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
@@ -322,7 +329,7 @@ def main(argv):
         elif stage == "peaks":
             result = peaks(_DRY_RUN.value)
         elif stage == "convergence":
-            result = convergence(_STAGE_STEPS.value, _SAMPLES.value, pathlib.Path(_RESULT.value).parent)
+            result = convergence(_STAGE_CONFIG.value, _STAGE_STEPS.value, _SAMPLES.value, pathlib.Path(_RESULT.value).parent)
         else:
             raise app.UsageError(f"--stage={stage!r} is unknown; known: environment, peaks, convergence")
         pathlib.Path(_RESULT.value).write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
