@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from workshop.core.device_manager import get_precision_policy
@@ -54,7 +55,7 @@ def check_decode_position(index, max_length: int, *, model_name: str = "attentio
     """
     if isinstance(index, jax.core.Tracer):
         return
-    position = int(jnp.reshape(jnp.asarray(index), ()))
+    position = int(index) if isinstance(index, int) else int(np.asarray(index).reshape(()))
     if not 0 <= position < max_length:
         raise ValueError(f"{model_name}: decode position {position} is outside [0, max_length={max_length}); "
                          "the key/value cache holds max_length positions (raise parameters.max_length to "
