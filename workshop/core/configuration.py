@@ -17,6 +17,7 @@ import json
 import pathlib
 from typing import Any, Literal
 
+import numpy as np
 import pydantic
 import yaml
 from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, NonNegativeInt
@@ -36,6 +37,26 @@ SCHEMA_VERSION = 1
 
 # The documented default: one Fashion-MNIST image, [H, W, C].
 DEFAULT_INPUT_SHAPE = (28, 28, 1)
+
+
+def _json_value(value: Any, where: str) -> Any:
+    """`value` as plain JSON data (numpy scalars and arrays converted), or a ValueError naming `where`."""
+    if isinstance(value, np.generic):  # np.float32(0.1) -> 0.1: the value JSON files can hold
+        value = value.item()
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise ValueError(f"{where} has the key {key!r} ({type(key).__name__}); JSON keys must be strings")
+        return {k: _json_value(v, f"{where}[{k!r}]") for k, v in value.items()}
+    raise ValueError(f"{where} is a {type(value).__module__}.{type(value).__qualname__} ({value!r}), which a "
+                     "configuration file cannot hold; use str, int, float, bool, None, lists and dicts "
+                     "(numpy scalars and arrays are converted)")
 
 
 class _Configuration(pydantic.BaseModel):
@@ -104,7 +125,10 @@ class ModelConfiguration(_Configuration):
         "dit", ...); None lets the model pick from `input_shape`.
       num_flows: flow steps.
       parameters: model-specific options, checked against the model's schema.
-      metadata: free-form, carried along (experiment ids, dataset names).
+      metadata: free-form, carried along (experiment ids, dataset names):
+        JSON data (str, int, float, bool, None, lists, dicts with string
+        keys). numpy scalars and arrays are converted to Python numbers and
+        lists; anything else is refused here rather than when saving.
     """
 
     model_type: str = Field(min_length=1)
@@ -123,6 +147,11 @@ class ModelConfiguration(_Configuration):
     @classmethod
     def _normalise_model_type(cls, v: str) -> str:
         return v.strip().lower()
+
+    @pydantic.field_validator("metadata", mode="before")
+    @classmethod
+    def _json_metadata(cls, v: Any) -> Any:
+        return _json_value(v, "metadata") if isinstance(v, dict) else v
 
     @pydantic.field_validator("input_shape")
     @classmethod

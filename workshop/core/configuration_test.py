@@ -1,7 +1,11 @@
 """Tests for workshop.core.configuration: validation, round-trips, rejections."""
 
+import datetime
 import json
+import pathlib
+import tempfile
 
+import numpy as np
 import pydantic
 from absl.testing import absltest, parameterized
 
@@ -40,6 +44,20 @@ class ModelConfigurationTest(parameterized.TestCase):
         )
         self.assertEqual(config.latent_dim, 128)
         self.assertEqual(config.schema_version, SCHEMA_VERSION)
+
+    def test_metadata_must_be_json_data(self):
+        config = ModelConfiguration(model_type="vae", metadata={"lr": np.float32(0.5), "steps": np.int64(3),
+                                                                 "curve": np.arange(3.0), "tags": ("a", 1)})
+        self.assertEqual(config.metadata, {"lr": 0.5, "steps": 3, "curve": [0.0, 1.0, 2.0], "tags": ["a", 1]})
+        self.assertIs(type(config.metadata["lr"]), float)
+        with tempfile.TemporaryDirectory() as tmp:  # converted values save and load back unchanged
+            self.assertEqual(ModelConfiguration.load(config.save(pathlib.Path(tmp) / "c.json")).metadata,
+                             config.metadata)
+        with self.assertRaisesRegex(ValueError, r"metadata\['run'\]\['started'\] is a datetime.date .*"
+                                                r"cannot hold; use str, int, float"):
+            ModelConfiguration(model_type="vae", metadata={"run": {"started": datetime.date(2026, 1, 1)}})
+        with self.assertRaisesRegex(ValueError, r"metadata has the key 3 \(int\); JSON keys must be strings"):
+            ModelConfiguration(model_type="vae", metadata={3: "x"})
 
     def test_input_shape_default_is_one_fashion_mnist_image(self):
         self.assertEqual(ModelConfiguration(model_type="vae").input_shape, DEFAULT_INPUT_SHAPE)

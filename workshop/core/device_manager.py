@@ -353,48 +353,79 @@ def get_device_manager() -> DeviceManager:
     return _MANAGER
 
 
-def _apply_memory_strategy(strategy: MemoryStrategy) -> bool:
-    """Sets XLA's memory fraction if the backend has not started; True if applied."""
+def _memory_fraction(strategy: MemoryStrategy | str | float) -> tuple[str, float]:
+    """(label, fraction) of a `MemoryStrategy`, its name, or a fraction in (0, 1]."""
+    if isinstance(strategy, MemoryStrategy):
+        return strategy.name, strategy.fraction
+    known = ", ".join(s.name.lower() for s in MemoryStrategy)
+    if isinstance(strategy, str):
+        try:
+            member = MemoryStrategy[strategy.strip().upper()]
+        except KeyError:
+            raise ValueError(f"memory_strategy {strategy!r} is unknown; known: {known}, "
+                             "or a fraction of accelerator memory in (0, 1]") from None
+        return member.name, member.fraction
+    if isinstance(strategy, (int, float)) and not isinstance(strategy, bool):
+        fraction = float(strategy)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"memory_strategy {strategy!r} as a fraction of accelerator memory must lie in (0, 1]")
+        return f"{fraction:g}", fraction
+    raise ValueError(f"memory_strategy must be one of {known}, a MemoryStrategy, or a fraction in (0, 1]; "
+                     f"got {strategy!r} ({type(strategy).__name__})")
+
+
+def _has_accelerator() -> bool:
+    """Whether the started backend has a GPU or TPU (the memory fraction means nothing on CPU)."""
+    return any(d.platform != "cpu" for d in jax.devices())
+
+
+def _apply_memory_strategy(label: str, fraction: float) -> bool:
+    """Sets XLA's memory fraction if the backend has not started; True if applied.
+
+    Once a backend runs, the fraction cannot change: with an accelerator that
+    is worth a warning, on a CPU-only backend (which preallocates nothing) it is not.
+    """
     if _backends_started():
+        if not _has_accelerator():
+            _log.debug("memory_strategy=%s ignored: the backend has no accelerator", label)
+            return False
         current = os.environ.get(_MEM_FRACTION_ENV, "XLA's default 0.75")
         warnings.warn(
-            f"memory_strategy={strategy.name} ({strategy.fraction}) was requested after JAX started "
+            f"memory_strategy={label} ({fraction}) was requested after JAX started "
             f"its backend, so it cannot take effect (the running fraction is {current}). Call "
             "configure_for_generative_models before the first JAX computation, or set "
-            f"{_MEM_FRACTION_ENV}={strategy.fraction} in the environment.",
+            f"{_MEM_FRACTION_ENV}={fraction} in the environment.",
             RuntimeWarning,
             stacklevel=3,
         )
         return False
-    os.environ[_MEM_FRACTION_ENV] = str(strategy.fraction)
+    os.environ[_MEM_FRACTION_ENV] = str(fraction)
     return True
 
 
 def configure_for_generative_models(
-    memory_strategy: MemoryStrategy | str = MemoryStrategy.BALANCED,
+    memory_strategy: MemoryStrategy | str | float = MemoryStrategy.BALANCED,
     enable_mixed_precision: bool = False,
     mixed_precision_dtype: str = "bfloat16",
 ) -> DeviceManager:
     """Applies a memory strategy and a precision policy; returns the manager.
 
     Args:
-      memory_strategy: a `MemoryStrategy` or its name ("conservative",
-        "balanced", "aggressive").
+      memory_strategy: a `MemoryStrategy`, its name ("conservative",
+        "balanced", "aggressive"), or a fraction of accelerator memory in
+        (0, 1], e.g. 0.5. It sets `XLA_PYTHON_CLIENT_MEM_FRACTION`, so it
+        acts only before the first JAX computation (later, with a GPU or
+        TPU, it warns; on CPU there is nothing to preallocate and it is quiet).
       enable_mixed_precision: compute in `mixed_precision_dtype` with float32
         parameters; False restores full float32.
       mixed_precision_dtype: "bfloat16" or "float16".
     """
-    if isinstance(memory_strategy, str):
-        try:
-            memory_strategy = MemoryStrategy[memory_strategy.upper()]
-        except KeyError:
-            known = ", ".join(s.name.lower() for s in MemoryStrategy)
-            raise ValueError(f"memory_strategy {memory_strategy!r} is unknown; known: {known}") from None
+    label, fraction = _memory_fraction(memory_strategy)
     if mixed_precision_dtype not in ("bfloat16", "float16"):
         raise ValueError(f"mixed_precision_dtype {mixed_precision_dtype!r} must be 'bfloat16' or 'float16'")
-    _apply_memory_strategy(memory_strategy)
+    _apply_memory_strategy(label, fraction)
     compute = jnp.dtype(mixed_precision_dtype) if enable_mixed_precision else jnp.dtype(jnp.float32)
     set_precision_policy(PrecisionPolicy(compute_dtype=compute))
     manager = get_device_manager()
-    _log.info("configured %s: memory %s, compute dtype %s", manager, memory_strategy.name, compute)
+    _log.info("configured %s: memory %s (%s), compute dtype %s", manager, label, fraction, compute)
     return manager

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -37,12 +38,36 @@ class DeviceManagerTest(absltest.TestCase):
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         self.assertEqual(out.stdout.strip(), "0.6")
 
-    def test_strategy_after_backend_start_warns(self):
+    def test_a_fraction_before_backend_start_sets_xla_fraction(self):
+        script = textwrap.dedent("""
+            import os, warnings
+            warnings.simplefilter("error")
+            from workshop.core import device_manager as dm
+            dm.configure_for_generative_models(memory_strategy=0.5)
+            print(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"])
+        """)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        self.assertEqual(out.stdout.strip(), "0.5")
+
+    def test_strategy_after_backend_start_warns_with_an_accelerator(self):
         jnp.zeros(1).block_until_ready()
-        with warnings.catch_warnings(record=True) as caught:
+        with mock.patch.object(dm, "_has_accelerator", return_value=True), \
+                warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             dm.configure_for_generative_models(memory_strategy=dm.MemoryStrategy.AGGRESSIVE)
-        self.assertTrue(any("cannot take effect" in str(w.message) for w in caught))
+        self.assertTrue(any("memory_strategy=AGGRESSIVE (0.9)" in str(w.message) and "cannot take effect"
+                            in str(w.message) for w in caught))
+
+    def test_strategy_after_backend_start_is_quiet_on_cpu(self):
+        jnp.zeros(1).block_until_ready()
+        if any(d.platform != "cpu" for d in jax.devices()):
+            self.skipTest("this backend has an accelerator")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dm.configure_for_generative_models(memory_strategy=0.5)
+            dm.configure_for_generative_models(memory_strategy="balanced")
+        self.assertEqual([str(w.message) for w in caught if "memory" in str(w.message)], [])
 
     def test_detection_matches_jax(self):
         manager = dm.get_device_manager()
@@ -111,8 +136,13 @@ class DeviceManagerTest(absltest.TestCase):
         self.assertEqual(dm.apply_compute_dtype(net, jnp.bfloat16), [])
 
     def test_bad_arguments(self):
-        with self.assertRaisesRegex(ValueError, "known: conservative, balanced, aggressive"):
+        with self.assertRaisesRegex(ValueError, "known: conservative, balanced, aggressive, or a fraction"):
             dm.configure_for_generative_models(memory_strategy="greedy")
+        for bad in (0.0, 1.5, -0.2):
+            with self.assertRaisesRegex(ValueError, r"must lie in \(0, 1\]"):
+                dm.configure_for_generative_models(memory_strategy=bad)
+        with self.assertRaisesRegex(ValueError, "a fraction in \\(0, 1\\]; got True"):
+            dm.configure_for_generative_models(memory_strategy=True)
         with self.assertRaisesRegex(ValueError, "mixed_precision_dtype"):
             dm.configure_for_generative_models(mixed_precision_dtype="int8")
 

@@ -44,7 +44,8 @@ import numpy as np
 
 from workshop.core.configuration import DataConfiguration
 
-__all__ = ["TOKENIZER_CACHE_ENV", "held_out_count", "load_split", "tokenizer_file", "write_decoded_samples"]
+__all__ = ["TOKENIZER_CACHE_ENV", "encode_text_prompt", "held_out_count", "load_split", "tokenizer_file",
+           "write_decoded_samples"]
 
 _log = logging.getLogger(__name__)
 
@@ -152,6 +153,36 @@ def tokenizer_file(data: DataConfiguration) -> pathlib.Path:
     return cache / "tokenizers" / f"{data.dataset}-bpe{data.vocab_size}-{digest.hexdigest()[:16]}.json"
 
 
+def _load_run_tokenizer(data: DataConfiguration):
+    from workshop.data import bpe  # pylint: disable=g-import-not-at-top
+
+    path = tokenizer_file(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer {path} not found: it is written when training reads the corpus "
+                                "(set data.tokenizer_path to the file training used)")
+    return bpe.load_tokenizer(path)
+
+
+def encode_text_prompt(data: DataConfiguration, text: str) -> np.ndarray:
+    """A text prompt as the token ids a text model was trained on: int32 `[P]`.
+
+    Encoded with the run's BPE tokenizer (`tokenizer_file`), without special
+    tokens, as the training corpus was; `write_decoded_samples` decodes the
+    continuation with the same tokenizer.
+
+    Raises:
+      ValueError: `data.dataset` is not a text dataset, or the text encodes to no tokens.
+      FileNotFoundError: the tokenizer file is missing.
+    """
+    if data.dataset not in _TEXT_DATASETS:
+        raise ValueError(f"a text prompt needs a model of text (data.dataset one of {', '.join(_TEXT_DATASETS)}); "
+                         f"this run's dataset is {data.dataset!r}")
+    ids = _load_run_tokenizer(data).encode(text, add_special_tokens=False).ids
+    if not ids:
+        raise ValueError(f"the prompt {text!r} encodes to no tokens")
+    return np.asarray(ids, np.int32)
+
+
 def write_decoded_samples(data: DataConfiguration, samples: np.ndarray, output_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
     """Writes samples of a text or audio model in their own medium; other datasets write nothing.
 
@@ -173,13 +204,7 @@ def write_decoded_samples(data: DataConfiguration, samples: np.ndarray, output_d
     output_dir = pathlib.Path(output_dir)
     samples = np.asarray(samples)
     if data.dataset in _TEXT_DATASETS:
-        from workshop.data import bpe  # pylint: disable=g-import-not-at-top
-
-        path = tokenizer_file(data)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer {path} not found: it is written when training reads the corpus "
-                                    "(set data.tokenizer_path to the file training used)")
-        tokenizer = bpe.load_tokenizer(path)
+        tokenizer = _load_run_tokenizer(data)
         texts = tokenizer.decode_batch([[int(i) for i in row] for row in samples.reshape(len(samples), -1)],
                                        skip_special_tokens=False)
         target = output_dir / "samples.txt"

@@ -168,6 +168,16 @@ class LoadSplitTest(absltest.TestCase):
         with self.assertRaisesRegex(FileNotFoundError, "tokenizer .* not found"):
             sources.write_decoded_samples(explicit.model_copy(update={"tokenizer_path": path.with_name("x.json")}),
                                           train["x"][:1], out)
+        # A prompt is encoded with the same tokenizer: its ids decode back to the text.
+        prompt = sources.encode_text_prompt(explicit, "the quick brown fox")
+        self.assertEqual(prompt.dtype, np.int32)
+        self.assertGreater(len(prompt), 0)
+        decoded = sources.write_decoded_samples(explicit, prompt[None], out)["txt"].read_text()
+        self.assertEqual(decoded, "=== sample 0 ===\nthe quick brown fox\n\n")
+        with self.assertRaisesRegex(ValueError, "encodes to no tokens"):
+            sources.encode_text_prompt(explicit, "")
+        with self.assertRaisesRegex(ValueError, "a text prompt needs a model of text"):
+            sources.encode_text_prompt(DataConfiguration(dataset="fashion_mnist"), "hello")
 
     def test_audio_samples_are_written_as_wav(self):
         data = DataConfiguration(dataset="audio_folder", data_dir="/unused", sequence_length=64, sample_rate=8000)

@@ -43,6 +43,9 @@ ESTIMATE_KINDS = {
     "diffusion": "variational bound",  # Ho et al. 2020 eq. 5; a lower bound on log p
     "ebm": "AIS estimate",  # Neal 2001; log Z by annealed importance sampling
 }
+# Flows on 8-bit images: log P of the discrete image under uniform
+# dequantisation (Theis et al. 2016), a lower bound in expectation on log P.
+_DEQUANTISATION_BOUND = "dequantisation bound"
 _ELBO_MODEL_TYPES = ("vqvae",)  # deterministic posterior: log_prob is the ELBO itself
 
 
@@ -91,7 +94,8 @@ def likelihood_estimate(model: nnx.Module) -> dict[str, str]:
 
     The kind is the model's `likelihood_estimate` attribute if it has one,
     else its family's entry in `ESTIMATE_KINDS` ("exact", "importance-weighted
-    bound", "variational bound", "AIS estimate"), else "unspecified".
+    bound", "variational bound", "AIS estimate"), else "unspecified"; flows
+    on 8-bit images give a "dequantisation bound", not an exact figure.
 
     Raises:
       TypeError: the model has no `log_prob` (GANs: use sample quality).
@@ -106,6 +110,8 @@ def likelihood_estimate(model: nnx.Module) -> dict[str, str]:
     kind = getattr(model, "likelihood_estimate", None)
     if kind is None:
         kind = "variational bound" if getattr(model, "model_type", None) in _ELBO_MODEL_TYPES else ESTIMATE_KINDS.get(family, "unspecified")
+        if family == "flow" and getattr(model, "is_image", len(tuple(getattr(model, "input_shape", ()))) == 3):
+            kind = _DEQUANTISATION_BOUND
     return {"estimate": kind, "data": getattr(model, "likelihood_data", None) or _data_description(model, family)}
 
 
@@ -169,10 +175,13 @@ def log_likelihood(
 
     Returns:
       `{"nll": nats/example, "nll_bits_per_dim", "num_examples",
-      "estimate": "exact" | "importance-weighted bound" | "variational bound" |
-      "AIS estimate", "data": the discretisation the likelihood refers to,
-      "binarize", "num_samples"}` plus `"negative_elbo"(_bits_per_dim)` for
-      models with an `elbo`. For bounds the true nll is at most the value.
+      "estimate": "exact" | "dequantisation bound" | "importance-weighted bound" |
+      "variational bound" | "AIS estimate", "data": the discretisation the
+      likelihood refers to, "binarize", "num_samples"}` plus
+      `"negative_elbo"(_bits_per_dim)` for models with an `elbo`. For bounds
+      the true nll is at most the value. VAEs compute both figures from the
+      same importance samples (the ELBO as their mean log weight), so the
+      nll never exceeds the negative ELBO.
     """
     described = likelihood_estimate(model)
     batches = as_batches(dataset_or_batches, batch_size=batch_size, binarize=binarize)
@@ -187,12 +196,17 @@ def _per_example(model: nnx.Module, batches: Iterable[dict[str, Any]], *, num_sa
     graphdef, state = nnx.split(model)
     conditional = hasattr(model, "num_classes")
     has_elbo = with_elbo and hasattr(model, "elbo")
+    # Both figures from the same importance samples, so that IWAE >= ELBO holds for every example.
+    joint = has_elbo and hasattr(model, "log_prob_and_elbo")
     kwargs = {"num_samples": num_samples} if num_samples is not None else {}
 
     @jax.jit
     def per_example(state, batch, key):
         m = nnx.merge(graphdef, state, copy=True)
         cond = {"labels": batch["label"]} if conditional else {}
+        if joint:
+            log_prob, elbo = m.log_prob_and_elbo(batch["x"], rngs=nnx.Rngs(key), **kwargs, **cond)
+            return {"log_prob": log_prob, "elbo": elbo}
         out = {"log_prob": m.log_prob(batch["x"], rngs=nnx.Rngs(key), **kwargs, **cond)}
         if has_elbo:
             out["elbo"] = m.elbo(batch["x"], rngs=nnx.Rngs(jax.random.fold_in(key, 1)), **cond)
@@ -202,6 +216,13 @@ def _per_example(model: nnx.Module, batches: Iterable[dict[str, Any]], *, num_sa
     for i, batch in enumerate(batches):
         if "x" not in batch:
             raise KeyError(f"likelihood batches need the model input under 'x'; batch {i} has keys {sorted(batch)}")
+        if conditional and batch.get("label") is None:
+            name = getattr(model, "model_type", type(model).__name__)
+            raise ValueError(
+                f"model_type {name!r} is class-conditional: its likelihood needs each example's label, but batch {i} "
+                f"has none (keys {sorted(batch)}); pass {{'x': inputs, 'label': labels}} ([N] integers in "
+                f"[0, {model.num_classes})), a dataset with labels, or a dataset name such as 'fashion_mnist'"
+            )
         yield jax.device_get(per_example(state, batch, jax.random.fold_in(key, i))), batch
 
 

@@ -7,17 +7,19 @@ from workshop.eval.prdc import knn_radii, precision_recall_density_coverage
 
 
 def _brute_force(real, fake, k):
+    """The reference definitions (the `prdc` package of Naeem et al.) in float64, strict comparisons."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
     d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=-1)
     d_fr = np.linalg.norm(fake[:, None] - real[None], axis=-1)  # [M, N]
     r_real = np.sort(d_rr, axis=1)[:, k]
     r_fake = np.sort(d_ff, axis=1)[:, k]
-    inside = d_fr <= r_real[None]
+    inside = d_fr < r_real[None]
     return {
         "precision": inside.any(1).mean(),
-        "recall": (d_fr <= r_fake[:, None]).any(0).mean(),
+        "recall": (d_fr < r_fake[:, None]).any(0).mean(),
         "density": inside.sum() / (k * len(fake)),
-        "coverage": (d_fr.min(0) <= r_real).mean(),
+        "coverage": (d_fr.min(0) < r_real).mean(),
     }
 
 
@@ -50,6 +52,24 @@ class PRDCTest(absltest.TestCase):
         expected = _brute_force(real, fake, 5)
         for name in expected:
             self.assertAlmostEqual(got[name], expected[name], places=5, msg=name)
+
+    def test_fake_equal_to_real_scores_one_everywhere(self):
+        """A ball holds its centre and k-1 neighbours, so memorised samples get density exactly 1, not (k+1)/k."""
+        real = np.random.default_rng(1).normal(size=(200, 8))
+        got = precision_recall_density_coverage(real, real.copy(), k=5)
+        for name in ("precision", "recall", "density", "coverage"):
+            self.assertEqual(got[name], 1.0, msg=name)
+
+    def test_shared_large_offset_changes_nothing(self):
+        """Features far from the origin (a shared offset of 1000) score as the centred ones, exactly."""
+        rng = np.random.default_rng(2)
+        real = rng.normal(size=(150, 16))
+        fake = real[:100] + rng.normal(scale=0.05, size=(100, 16))  # near copies: distances << |features|
+        expected = _brute_force(real, fake, 3)
+        for offset in (0.0, 1000.0):
+            got = precision_recall_density_coverage(real + offset, fake + offset, k=3)
+            for name in expected:
+                self.assertAlmostEqual(got[name], expected[name], places=6, msg=f"{name}, offset {offset}")
 
     def test_knn_radii(self):
         points = np.array([[0.0], [1.0], [3.0], [7.0]])

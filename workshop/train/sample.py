@@ -8,7 +8,10 @@ models take `--low_res=images.npy` (`[B, H/f, W/f, C]` in [0, 1]; one sample per
 image) or `--test_images=N` (the dataset's first N test images, averaged down),
 and `--consistency`; they also write `super_resolution.png` (input | sample
 | original). Autoregressive models take `--temperature`,
-`--top_k` and `--top_p`. `--quality` scores image samples of Fashion-MNIST
+`--top_k` and `--top_p`, and continue a prompt: `--prompt="Once upon"` for
+models of text (encoded with the run's tokenizer), or `--prompt_file=start.npy`
+(audio: `[P]` or `[num_samples, P]` codes or waveform samples; images: the top
+rows `[R, W, C]` or `[num_samples, R, W, C]` in [0, 1]). `--quality` scores image samples of Fashion-MNIST
 models (FID, KID, PRDC; `quality.json`). Models of text also write the decoded text to
 `samples.txt`, models of audio one WAV file per sample (`sample_000.wav`, ...;
 see `workshop.data.sources.write_decoded_samples`).
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from workshop.data.sources import write_decoded_samples
+from workshop.data.sources import encode_text_prompt, write_decoded_samples
 from workshop.eval.quality import sample_quality
 from workshop.models.diffusion.super_resolution import average_pool
 from workshop.train import experiment
@@ -45,6 +48,11 @@ _TEMPERATURE = flags.DEFINE_float("temperature", None, "Softmax temperature of a
 _TOP_K = flags.DEFINE_integer("top_k", None, "Autoregressive models: sample among the k likeliest values.",
                               lower_bound=1)
 _TOP_P = flags.DEFINE_float("top_p", None, "Autoregressive models: nucleus sampling with this mass.")
+_PROMPT = flags.DEFINE_string("prompt", None, "Autoregressive models of text: continue this text (encoded with "
+                              "the run's tokenizer); the samples start with it.")
+_PROMPT_FILE = flags.DEFINE_string("prompt_file", None, "Autoregressive models: a .npy prefix that every sample "
+                                   "continues (or one per sample): audio [P] or [num_samples, P] (codes or waveform "
+                                   "in [-1, 1]); images the top rows [R, W, C] or [num_samples, R, W, C] in [0, 1].")
 _LOW_RES = flags.DEFINE_string("low_res", None, "Super-resolution models: a .npy file of [B, H/f, W/f, C] "
                                "low-resolution images in [0, 1]; one sample per image (--num_samples is ignored).")
 _COMPARE = flags.DEFINE_list("compare", None, "Diffusion: sampler:steps pairs, e.g. ddpm:1000,ddim:50,"
@@ -76,6 +84,8 @@ def main(argv):
     options = {name: flag.value for name, flag in
                (("sampler", _SAMPLER), ("steps", _STEPS), ("guidance_scale", _GUIDANCE), ("temperature", _TEMPERATURE),
                 ("top_k", _TOP_K), ("top_p", _TOP_P)) if flag.value is not None}
+    if _PROMPT.value is not None or _PROMPT_FILE.value:
+        options["prompt"] = _prompt(cfg)
     num_samples = _NUM_SAMPLES.value
     originals = None
     if _LOW_RES.value and _TEST_IMAGES.value:
@@ -128,6 +138,21 @@ def main(argv):
     print(f"restored step {record['step']} from {workdir}")
     for kind, path in sorted(paths.items()):
         print(f"wrote {path}")
+
+
+def _prompt(cfg) -> np.ndarray:
+    """The prefix of --prompt (text, encoded with the run's tokenizer) or --prompt_file (a .npy array)."""
+    if _PROMPT.value is not None and _PROMPT_FILE.value:
+        raise app.UsageError("give --prompt (text) or --prompt_file (.npy), not both")
+    if _PROMPT.value is not None:
+        try:
+            return encode_text_prompt(cfg.data, _PROMPT.value)
+        except (ValueError, FileNotFoundError) as err:
+            raise app.UsageError(f"--prompt: {err}") from None
+    try:
+        return np.load(user_path(_PROMPT_FILE.value))
+    except (OSError, ValueError) as err:
+        raise app.UsageError(f"--prompt_file={_PROMPT_FILE.value}: cannot read a .npy array ({err})") from None
 
 
 def _score(cfg, samples: np.ndarray, output_dir) -> pathlib.Path:

@@ -24,11 +24,12 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from workshop.core.device_manager import get_precision_policy
 
-__all__ = ["CausalSelfAttention", "KVCache", "apply_rotary"]
+__all__ = ["CausalSelfAttention", "KVCache", "apply_rotary", "check_decode_position"]
 
 PositionKind = Literal["learned", "rotary"]
 
@@ -38,6 +39,27 @@ class KVCache(NamedTuple):
 
     keys: jax.Array
     values: jax.Array
+
+
+def check_decode_position(index, max_length: int, *, model_name: str = "attention") -> None:
+    """Refuses a decoding position outside `[0, max_length)`, when it is known.
+
+    Past the cache a learned position embedding reads out of range (NaN
+    logits) and a cache write is clamped onto the last slot, silently
+    overwriting it. Only a concrete `index` can be checked: inside
+    `jax.jit` / `lax.scan` it is a traced value, and the loop that makes it
+    must bound it statically (as `generate` does, checking its length first).
+
+    Raises:
+      ValueError: naming the position and `max_length`.
+    """
+    if isinstance(index, jax.core.Tracer):
+        return
+    position = int(index) if isinstance(index, int) else int(np.asarray(index).reshape(()))
+    if not 0 <= position < max_length:
+        raise ValueError(f"{model_name}: decode position {position} is outside [0, max_length={max_length}); "
+                         "the key/value cache holds max_length positions (raise parameters.max_length to "
+                         "decode longer sequences)")
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
@@ -117,9 +139,14 @@ class CausalSelfAttention(nnx.Module):
     def decode(self, x: jax.Array, cache: KVCache, index: jax.Array) -> tuple[jax.Array, KVCache]:
         """One position: `x` `[B, 1, D]` at position `index` attends to the cache and itself.
 
+        `index` must lie in `[0, max_length)` of the cache; a concrete one
+        outside is refused (`check_decode_position`), a traced one is the
+        caller's to bound.
+
         Returns:
           `[B, 1, D]` and the cache with this position's key and value written.
         """
+        check_decode_position(index, cache.keys.shape[1])
         q, k, v = self._project(x, jnp.reshape(index, (1,)))
         keys = jax.lax.dynamic_update_slice_in_dim(cache.keys, k.astype(cache.keys.dtype), index, axis=1)
         values = jax.lax.dynamic_update_slice_in_dim(cache.values, v.astype(cache.values.dtype), index, axis=1)

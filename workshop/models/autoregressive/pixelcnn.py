@@ -20,6 +20,8 @@ Sampling runs H*W*C steps in one `lax.fori_loop`. Each step evaluates the
 network only on the band of rows that the current row's output depends on (the
 vertical reach of the stacks, `receptive_rows` above it, clamped to the image),
 which gives exactly the logits of the full image at a fraction of the cost.
+`generate(prompt=...)` completes images whose top rows are given: the loop
+starts after them, keeping them unchanged.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model
 from workshop.models.autoregressive import logistic_mixture, quantization
 from workshop.models.autoregressive.masked_conv import GatedMaskedConv2D, MaskedConv2D
-from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
+from workshop.models.autoregressive.sampling import broadcast_prompt, check_sampling_settings, sample_categorical
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
 
 __all__ = ["PixelCNN", "PixelCNNParameters"]
@@ -191,7 +193,8 @@ class PixelCNN(nnx.Module):
         return jax.lax.dynamic_index_in_dim(params, row - start, axis=1, keepdims=False)
 
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
-                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> jax.Array:
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 prompt: jax.Array | None = None) -> jax.Array:
         """Ancestral samples, one value per step in a single `lax.fori_loop`.
 
         Sample i's randomness is `fold_in(key, i)`, so the first samples do
@@ -202,6 +205,10 @@ class PixelCNN(nnx.Module):
           rngs: the `sample` stream (or default).
           labels: `[n_samples]` classes (conditional models; a scalar is broadcast).
           temperature: divides the logits (0: greedy).
+          prompt: the known top rows, `[R, W, C]` (every sample) or
+            `[n_samples, R, W, C]` with R <= H, as the inputs (levels
+            `k / (num_levels - 1)` or integers); sampling starts below them
+            and they stay unchanged (image completion).
 
         Returns:
           `[n_samples, H, W, C]` float32 `k / (num_levels - 1)` in [0, 1].
@@ -211,6 +218,17 @@ class PixelCNN(nnx.Module):
             raise ValueError("top_k/top_p apply to output='softmax' only")
         labels = self._labels(labels, n_samples)
         h, w, c = self.input_shape
+        levels = jnp.zeros((n_samples, h, w, c), jnp.int32)
+        first = 0
+        if prompt is not None:
+            rows = broadcast_prompt(prompt, n_samples, 3, what=f"the top rows of an image, [R, {w}, {c}] or "
+                                    f"[n_samples, R, {w}, {c}] with R <= {h}")
+            if tuple(rows.shape[2:]) != (w, c) or rows.shape[1] > h:
+                raise ValueError(f"pixelcnn prompt must be the top rows [n_samples, R, {w}, {c}] with R <= {h}; "
+                                 f"got shape {tuple(rows.shape)}")
+            levels = levels.at[:, :rows.shape[1]].set(
+                quantization.image_to_levels(rows, self.num_levels, model_name="pixelcnn prompt"))
+            first = rows.shape[1] * w * c
         key = rngs.sample()
         sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
 
@@ -226,5 +244,5 @@ class PixelCNN(nnx.Module):
             value = jax.vmap(draw)(keys, params)
             return levels.at[:, i, j, ch].set(value)
 
-        levels = jax.lax.fori_loop(0, h * w * c, step, jnp.zeros((n_samples, h, w, c), jnp.int32))
+        levels = jax.lax.fori_loop(first, h * w * c, step, levels)
         return quantization.levels_to_image(levels, self.num_levels)

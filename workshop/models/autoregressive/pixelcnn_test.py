@@ -13,6 +13,7 @@ from flax import nnx
 from workshop.core.configuration import ModelConfiguration
 from workshop.models.autoregressive import logistic_mixture
 from workshop.models.autoregressive import PixelCNN
+from workshop.models.autoregressive.sampling import sample_categorical
 
 
 def _model(shape=(5, 5, 1), **params):
@@ -82,6 +83,26 @@ class PixelCNNTest(parameterized.TestCase):
         self.assertEqual(four.shape, (4, 3, 3, 1))
         np.testing.assert_array_equal(four[:2], two)  # sample i does not depend on n_samples
         np.testing.assert_allclose(four * 255, np.round(four * 255), atol=1e-4)
+
+    def test_prompt_rows_are_kept_and_completed_as_the_network_would(self):
+        """Completing known top rows equals sampling by hand, value by value, from the full network."""
+        model = _model((3, 3, 2), num_layers=2, features=8, num_classes=3)
+        labels = jnp.array([1, 2])
+        top = _images((1, 3, 2), n=2, seed=3)  # [2, R=1, 3, 2]
+        out = np.asarray(jax.jit(lambda: model.generate(n_samples=2, rngs=nnx.Rngs(5), labels=labels,
+                                                        prompt=top))())
+        np.testing.assert_allclose(out[:, :1], top, atol=1e-6)
+        key = nnx.Rngs(5).sample()
+        levels = np.zeros((2, 3, 3, 2), np.int32)
+        levels[:, :1] = np.round(top * 255)
+        for t in range(6, 18):
+            i, j, ch = t // 6, (t // 2) % 3, t % 2
+            params = model.network(2.0 * jnp.asarray(levels, jnp.float32) / 255 - 1.0, labels)[:, i, j, ch]
+            levels[:, i, j, ch] = [int(sample_categorical(jax.random.fold_in(jax.random.fold_in(key, b), t),
+                                                          params[b])) for b in range(2)]
+        np.testing.assert_allclose(out * 255, levels, atol=1e-3)
+        with self.assertRaisesRegex(ValueError, r"top rows \[n_samples, R, 3, 2\] with R <= 3; got shape \(2, 4, 3, 2\)"):
+            model.generate(n_samples=2, rngs=nnx.Rngs(0), labels=labels, prompt=np.zeros((2, 4, 3, 2), np.float32))
 
     def test_bad_input_is_named(self):
         model = _model((2, 2, 1), num_layers=1)

@@ -9,7 +9,8 @@
   arXiv:1904.09751).
 
 All three compose (temperature first, then top-k, then top-p) and work under
-`jax.jit` with static settings.
+`jax.jit` with static settings. `broadcast_prompt` shapes the prompt (known
+first values) that the models' `generate` continues.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["check_sampling_settings", "filter_logits", "sample_categorical"]
+__all__ = ["broadcast_prompt", "check_sampling_settings", "filter_logits", "prompt_values", "sample_categorical"]
 
 
 def check_sampling_settings(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
@@ -28,6 +29,45 @@ def check_sampling_settings(temperature: float, top_k: int | None, top_p: float 
         raise ValueError(f"top_k must lie in [1, {vocab_size}], got {top_k}")
     if top_p is not None and not 0.0 < float(top_p) <= 1.0:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+
+
+def broadcast_prompt(prompt, n_samples: int, item_ndim: int, *, what: str) -> jax.Array:
+    """One prompt for every sample, or one per sample: `[...]` or `[n_samples, ...]` -> `[n_samples, ...]`.
+
+    Args:
+      prompt: an array with `item_ndim` dimensions (shared by all samples) or
+        `item_ndim + 1` (its first axis `n_samples`).
+      n_samples: the number of samples generated.
+      item_ndim: dimensions of one sample's prompt (1 for sequences, 3 for image rows).
+      what: how the error names the expected shape, e.g. "[P] or [n_samples, P] token ids".
+
+    Raises:
+      ValueError: another number of dimensions, or a first axis that is not `n_samples`.
+    """
+    prompt = jnp.asarray(prompt)
+    if prompt.ndim == item_ndim:
+        return jnp.broadcast_to(prompt[None], (n_samples, *prompt.shape))
+    if prompt.ndim != item_ndim + 1 or prompt.shape[0] != n_samples:
+        raise ValueError(f"prompt must be {what}; got shape {tuple(prompt.shape)} for n_samples={n_samples}")
+    return prompt
+
+
+def prompt_values(prompt: jax.Array, t: jax.Array, drawn: jax.Array) -> jax.Array:
+    """The prompt's value at step `t` while `t` is inside it, else `drawn`.
+
+    Args:
+      prompt: `[B, P]` known values in generation order (P may be 0).
+      t: scalar step.
+      drawn: `[B]` the values sampled at step t.
+
+    Returns:
+      `[B]`, the same dtype as `drawn`.
+    """
+    length = prompt.shape[1]
+    if length == 0:
+        return drawn
+    known = jax.lax.dynamic_index_in_dim(prompt, jnp.minimum(t, length - 1), axis=1, keepdims=False)
+    return jnp.where(t < length, known.astype(drawn.dtype), drawn)
 
 
 def filter_logits(logits: jax.Array, *, top_k: int | None = None, top_p: float | None = None) -> jax.Array:

@@ -14,7 +14,10 @@ et al. 2020).
 
 p(x) = prod_t p(x_t | x_<t): `log_prob` is exact. `generate` decodes in one
 `lax.scan` with a key/value cache per layer, so each token costs one position
-(`use_cache=False` recomputes the whole prefix each step, for comparison).
+(`use_cache=False` recomputes the whole prefix each step, for comparison). A
+`prompt` (token ids, or the top rows of an image) is fed through the same
+loop: its positions fill the cache and keep their values, then sampling
+continues; token models may also ask for any `length` up to `max_length`.
 
 Dropout (`dropout_rate`, GPT-2's placement: on the input embeddings, the
 attention weights and each residual branch) is active in training mode only
@@ -38,8 +41,9 @@ from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model
 from workshop.models.autoregressive import quantization
-from workshop.models.autoregressive.attention import CausalSelfAttention, KVCache
-from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
+from workshop.models.autoregressive.attention import CausalSelfAttention, KVCache, check_decode_position
+from workshop.models.autoregressive.sampling import (broadcast_prompt, check_sampling_settings, prompt_values,
+                                                     sample_categorical)
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
 
 __all__ = ["Transformer", "TransformerParameters"]
@@ -260,12 +264,22 @@ class Transformer(nnx.Module):
 
         Args:
           h: `[B, 1, D]` input embedding at position `index` (without positions).
-          caches: one `KVCache` per block.
-          index: scalar int position.
+          caches: one `KVCache` per block (`init_cache`).
+          index: scalar int position in `[0, max_length)`.
 
         Returns:
           `[B, vocab]` float32 logits of the token at `index`, and the caches.
+
+        Raises:
+          ValueError: a concrete `index` outside `[0, max_length)`, or caches
+            of another length. A traced `index` (inside `jit` / `scan`)
+            cannot be checked: bound the loop by `max_length`, as `generate` does.
         """
+        for cache in caches:
+            if cache.keys.shape[1] != self.max_length:
+                raise ValueError(f"transformer: caches hold {cache.keys.shape[1]} positions but max_length is "
+                                 f"{self.max_length}; make them with model.init_cache(batch_size)")
+        check_decode_position(index, self.max_length, model_name="transformer decode_step")
         if self.learned_positions:
             h = h + self.position_embed(jnp.reshape(index, (1,)))[None]
         new = []
@@ -274,9 +288,39 @@ class Transformer(nnx.Module):
             new.append(cache)
         return self.head(self.final_norm(h))[:, 0].astype(jnp.float32), new
 
+    def _prompt_tokens(self, prompt, n_samples: int, length: int | None) -> tuple[int, jax.Array]:
+        """(tokens to generate, `[n_samples, P]` int32 prompt tokens), checked."""
+        if self.image:
+            if length is not None and int(length) != self.length:
+                raise ValueError(f"transformer over images generates whole {self.input_shape} images "
+                                 f"({self.length} values); length={length} is for token models")
+            length = self.length
+            if prompt is None:
+                return length, jnp.zeros((n_samples, 0), jnp.int32)
+            h, w, c = self.input_shape
+            rows = broadcast_prompt(prompt, n_samples, 3, what=f"the top rows of an image, [R, {w}, {c}] or "
+                                    f"[n_samples, R, {w}, {c}] with R <= {h}")
+            if tuple(rows.shape[2:]) != (w, c) or rows.shape[1] > h:
+                raise ValueError(f"transformer image prompt must be the top rows [n_samples, R, {w}, {c}] with "
+                                 f"R <= {h}; got shape {tuple(rows.shape)}")
+            tokens = quantization.image_to_levels(rows, self.vocab_size, model_name="transformer prompt")
+            return length, tokens.reshape(n_samples, -1)
+        length = self.length if length is None else int(length)
+        if not 1 <= length <= self.max_length:
+            raise ValueError(f"transformer: length {length} must lie in [1, max_length={self.max_length}] "
+                             "(the key/value cache and positions end at max_length)")
+        if prompt is None:
+            return length, jnp.zeros((n_samples, 0), jnp.int32)
+        tokens = broadcast_prompt(prompt, n_samples, 1, what="[P] or [n_samples, P] token ids")
+        tokens = quantization.check_tokens(tokens, self.vocab_size, model_name="transformer prompt")
+        if tokens.shape[1] > length:
+            raise ValueError(f"transformer: the prompt has {tokens.shape[1]} tokens, more than the {length} "
+                             "to generate; pass a longer length (at most max_length)")
+        return length, tokens
+
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 use_cache: bool = True) -> jax.Array:
+                 use_cache: bool = True, prompt: jax.Array | None = None, length: int | None = None) -> jax.Array:
         """Samples `[n_samples, *input_shape]` in one `lax.scan` over positions.
 
         Sample i at position t draws with `fold_in(fold_in(key, i), t)`, so
@@ -289,19 +333,32 @@ class Transformer(nnx.Module):
           temperature, top_k, top_p: see `sampling.sample_categorical`.
           use_cache: decode with the key/value cache (one position per step);
             False reruns the full prefix each step (for benchmarks and tests).
+          prompt: the known start, kept unchanged in the output; the scan
+            runs it through the cache, then samples the rest. Token models:
+            ids `[P]` (every sample) or `[n_samples, P]`; image models: the
+            top rows `[R, W, C]` or `[n_samples, R, W, C]`, as the inputs.
+          length: tokens per sample (token models), prompt included;
+            default the input length, at most `max_length`.
 
         Returns:
-          tokens (int32) for `(T,)` inputs; images in [0, 1] for `(H, W, C)`.
+          tokens (int32) `[n_samples, length]` for `(T,)` inputs; images in
+          [0, 1] for `(H, W, C)`.
+
+        Raises:
+          ValueError: `length` beyond `max_length`, a prompt longer than
+            `length` or of the wrong shape, or bad sampling settings.
         """
         check_sampling_settings(temperature, top_k, top_p, self.vocab_size)
         labels = self._labels(labels, n_samples)
+        length, prompt = self._prompt_tokens(prompt, n_samples, length)
         key = rngs.sample()
         sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
 
         def draw(t, logits):
             keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(sample_keys)
-            return jax.vmap(lambda k, l: sample_categorical(k, l, temperature=temperature, top_k=top_k,
-                                                            top_p=top_p))(keys, logits)
+            drawn = jax.vmap(lambda k, l: sample_categorical(k, l, temperature=temperature, top_k=top_k,
+                                                             top_p=top_p))(keys, logits)
+            return prompt_values(prompt, t, drawn)
 
         start = self._start(labels, n_samples)[:, None, :]
         if use_cache:
@@ -312,7 +369,7 @@ class Transformer(nnx.Module):
                 return (self.embed(token)[:, None, :].astype(h.dtype), caches), token
 
             h0 = start.astype(self.embed.dtype or jnp.float32)
-            _, tokens = jax.lax.scan(step, (h0, self.init_cache(n_samples)), jnp.arange(self.length))
+            _, tokens = jax.lax.scan(step, (h0, self.init_cache(n_samples)), jnp.arange(length))
             tokens = tokens.T
         else:
             def step(tokens, t):
@@ -320,7 +377,7 @@ class Transformer(nnx.Module):
                 token = draw(t, jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False))
                 return tokens.at[:, t].set(token), None
 
-            tokens, _ = jax.lax.scan(step, jnp.zeros((n_samples, self.length), jnp.int32), jnp.arange(self.length))
+            tokens, _ = jax.lax.scan(step, jnp.zeros((n_samples, length), jnp.int32), jnp.arange(length))
         if self.image:
             return quantization.levels_to_image(tokens.reshape(n_samples, *self.input_shape), self.vocab_size)
         return tokens

@@ -11,6 +11,7 @@ from flax import nnx
 from workshop.core.configuration import ModelConfiguration
 from workshop.models.autoregressive.attention import apply_rotary
 from workshop.models.autoregressive import Transformer
+from workshop.models.autoregressive.sampling import sample_categorical
 
 _T, _V = 8, 11
 
@@ -65,6 +66,64 @@ class TransformerTest(parameterized.TestCase):
         self.assertEqual(with_cache.shape, (3, _T))
         np.testing.assert_array_equal(with_cache, without)
         self.assertTrue(((with_cache >= 0) & (with_cache < _V)).all())
+
+    @parameterized.parameters(("learned", True), ("rotary", True), ("rotary", False))
+    def test_prompt_is_kept_and_continued_as_a_decode_step_loop(self, positions, use_cache):
+        """generate(prompt=...) equals feeding the prompt through decode_step by hand, then sampling."""
+        model = _model(positions=positions, max_length=12)
+        prompt = np.array([[3, 1, 4], [1, 5, 9]], np.int32)
+        out = np.asarray(jax.jit(lambda: model.generate(n_samples=2, rngs=nnx.Rngs(4), prompt=prompt, length=11,
+                                                        top_k=6, use_cache=use_cache))())
+        self.assertEqual(out.shape, (2, 11))
+        np.testing.assert_array_equal(out[:, :3], prompt)
+        # By hand: the start token, then each known or drawn token through the cache.
+        key = nnx.Rngs(4).sample()
+        caches, h, expected = model.init_cache(2), model._start(None, 2)[:, None, :], []
+        for t in range(11):
+            logits, caches = model.decode_step(h, caches, t)
+            if t < 3:
+                token = jnp.asarray(prompt[:, t])
+            else:
+                token = jnp.stack([sample_categorical(jax.random.fold_in(jax.random.fold_in(key, i), t), logits[i],
+                                                      top_k=6) for i in range(2)])
+            expected.append(token)
+            h = model.embed(token)[:, None, :]
+        np.testing.assert_array_equal(out, np.stack(expected, axis=1))
+        # A shared prompt [P] is every sample's.
+        shared = model.generate(n_samples=2, rngs=nnx.Rngs(4), prompt=prompt[0], length=11, top_k=6)
+        np.testing.assert_array_equal(shared[0], out[0])
+        np.testing.assert_array_equal(shared[1, :3], prompt[0])
+
+    def test_image_prompt_keeps_the_top_rows(self):
+        model = _model((3, 2, 1), num_levels=4)
+        top = np.array([[[[1 / 3], [1.0]]], [[[0.0], [2 / 3]]]], np.float32)  # [2, 1 row, 2, 1]
+        samples = model.generate(n_samples=2, rngs=nnx.Rngs(0), prompt=top)
+        np.testing.assert_allclose(samples[:, :1], top, atol=1e-6)
+        free = model.generate(n_samples=2, rngs=nnx.Rngs(0))
+        self.assertEqual(samples.shape, free.shape)
+        with self.assertRaisesRegex(ValueError, r"top rows \[n_samples, R, 2, 1\] with R <= 3; got shape \(2, 1, 3, 1\)"):
+            model.generate(n_samples=2, rngs=nnx.Rngs(0), prompt=np.zeros((2, 1, 3, 1), np.float32))
+
+    @parameterized.parameters("learned", "rotary")
+    def test_decoding_past_max_length_is_refused(self, positions):
+        model = _model(positions=positions)  # max_length = T = 8
+        h = model._start(None, 1)[:, None, :]
+        logits, _ = model.decode_step(h, model.init_cache(1), 7)
+        self.assertTrue(np.isfinite(np.asarray(logits)).all())
+        with self.assertRaisesRegex(ValueError, r"decode position 8 is outside \[0, max_length=8\)"):
+            model.decode_step(h, model.init_cache(1), 8)
+        with self.assertRaisesRegex(ValueError, "decode position -1"):
+            model.decode_step(h, model.init_cache(1), jnp.array(-1))
+        with self.assertRaisesRegex(ValueError, "caches hold 9 positions but max_length is 8"):
+            model.decode_step(h, [b.attn.init_cache(1, 9) for b in model.blocks], 0)
+        with self.assertRaisesRegex(ValueError, r"length 9 must lie in \[1, max_length=8\]"):
+            model.generate(n_samples=1, rngs=nnx.Rngs(0), length=9)
+        with self.assertRaisesRegex(ValueError, "the prompt has 6 tokens, more than the 5"):
+            model.generate(n_samples=1, rngs=nnx.Rngs(0), prompt=np.arange(6), length=5)
+        with self.assertRaisesRegex(ValueError, r"prompt: tokens \(vocab_size 11\) must lie in"):
+            model.generate(n_samples=1, rngs=nnx.Rngs(0), prompt=np.array([3, 11]))
+        with self.assertRaisesRegex(ValueError, r"\[P\] or \[n_samples, P\] token ids; got shape \(3, 2\)"):
+            model.generate(n_samples=2, rngs=nnx.Rngs(0), prompt=np.zeros((3, 2), np.int32))
 
     def test_rotary_scores_depend_only_on_the_offset(self):
         q, k = jax.random.normal(jax.random.key(0), (2, 1, 1, 1, 8))

@@ -11,7 +11,9 @@ Fast generation follows Paine et al. 2016, "Fast Wavenet Generation
 Algorithm" (arXiv:1611.09482): each layer keeps a queue of its last
 `dilation` inputs, so a new sample costs one position per layer instead of
 the whole receptive field. `generate(..., fast=False)` reruns the full network
-each step; both give the same samples for the same key.
+each step; both give the same samples for the same key. `generate(prompt=...)`
+continues given audio: the loop feeds the prompt's codes through the queues,
+keeping them, then samples the rest.
 
 Data: `input_shape=(T,)`. With `input_format="mu_law_codes"` the inputs are
 integer codes `[B, T]` in `[0, num_levels)` and `generate` returns codes; with
@@ -35,7 +37,8 @@ from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model
 from workshop.models.autoregressive import quantization
 from workshop.models.autoregressive.masked_conv import gate
-from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
+from workshop.models.autoregressive.sampling import (broadcast_prompt, check_sampling_settings, prompt_values,
+                                                     sample_categorical)
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
 
 __all__ = ["WaveNet", "WaveNetParameters"]
@@ -201,7 +204,7 @@ class WaveNet(nnx.Module):
     # ----------------------------------------------------------- sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 fast: bool = True) -> jax.Array:
+                 fast: bool = True, prompt: jax.Array | None = None) -> jax.Array:
         """Samples `[n_samples, T]` in one `lax.scan` over time.
 
         Sample i at step t draws with `fold_in(fold_in(key, i), t)`, so the
@@ -214,6 +217,10 @@ class WaveNet(nnx.Module):
           temperature, top_k, top_p: see `sampling.sample_categorical`.
           fast: per-layer queues of past activations (Paine et al. 2016);
             False reruns the whole network each step.
+          prompt: the first P <= T samples of every sequence, `[P]` (shared)
+            or `[n_samples, P]`, in the input format (mu-law codes, or
+            waveforms in [-1, 1], which come back as their mu-law levels);
+            they fill the queues and start the output unchanged.
 
         Returns:
           int32 codes, or float32 waveforms in [-1, 1] for input_format="waveform".
@@ -222,13 +229,22 @@ class WaveNet(nnx.Module):
         labels = self._labels(labels, n_samples)
         conds = self._conditions(labels)
         length = self.input_shape[0]
+        if prompt is None:
+            prompt = jnp.zeros((n_samples, 0), jnp.int32)
+        else:
+            kind = "waveform samples in [-1, 1]" if self.waveform else "mu-law codes"
+            prompt = self.codes(broadcast_prompt(prompt, n_samples, 1, what=f"[P] or [n_samples, P] {kind}"))
+            if prompt.shape[1] > length:
+                raise ValueError(f"wavenet: the prompt has {prompt.shape[1]} samples, more than the {length} "
+                                 "generated (input_shape)")
         key = rngs.sample()
         sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
 
         def draw(t, logits):
             keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(sample_keys)
-            return jax.vmap(lambda k, l: sample_categorical(k, l, temperature=temperature, top_k=top_k,
-                                                            top_p=top_p))(keys, logits)
+            drawn = jax.vmap(lambda k, l: sample_categorical(k, l, temperature=temperature, top_k=top_k,
+                                                             top_p=top_p))(keys, logits)
+            return prompt_values(prompt, t, drawn)
 
         dtype = self.embed.dtype or jnp.float32
         if fast:

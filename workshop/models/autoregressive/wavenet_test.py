@@ -11,6 +11,7 @@ from flax import nnx
 from workshop.core.configuration import ModelConfiguration
 from workshop.models.autoregressive.quantization import mu_law_decode, mu_law_encode
 from workshop.models.autoregressive import WaveNet
+from workshop.models.autoregressive.sampling import sample_categorical
 
 _T = 12
 
@@ -45,6 +46,32 @@ class WaveNetTest(absltest.TestCase):
         self.assertEqual(fast.shape, (3, _T))
         np.testing.assert_array_equal(fast, naive)
         self.assertGreater(len(np.unique(np.asarray(fast))), 3)  # not a constant sequence
+
+    def test_prompt_is_kept_and_continued_as_the_network_would(self):
+        """Fast generation from a prompt equals sampling by hand from the full network's logits."""
+        model = _model(num_classes=3)
+        prompt = np.array([[200, 13, 77, 5, 128], [0, 255, 31, 64, 90]], np.int32)
+        labels = jnp.array([2, 0])
+        out = np.asarray(jax.jit(lambda: model.generate(n_samples=2, rngs=nnx.Rngs(7), labels=labels,
+                                                        prompt=prompt))())
+        np.testing.assert_array_equal(out[:, :5], prompt)
+        key = nnx.Rngs(7).sample()
+        codes = np.zeros((2, _T), np.int32)
+        codes[:, :5] = prompt
+        for t in range(5, _T):
+            logits = model.network(model.embed_inputs(jnp.asarray(codes)), labels)[:, t]
+            codes[:, t] = [int(sample_categorical(jax.random.fold_in(jax.random.fold_in(key, i), t), logits[i]))
+                           for i in range(2)]
+        np.testing.assert_array_equal(out, codes)
+        wave_model = _model(input_format="waveform")
+        wave = np.linspace(-0.9, 0.9, 4, dtype=np.float32)
+        waves = wave_model.generate(n_samples=2, rngs=nnx.Rngs(1), prompt=wave)  # one prompt for both
+        np.testing.assert_allclose(waves[:, :4], np.broadcast_to(mu_law_decode(mu_law_encode(wave)), (2, 4)),
+                                   atol=1e-6)
+        with self.assertRaisesRegex(ValueError, "the prompt has 13 samples, more than the 12"):
+            model.generate(n_samples=2, rngs=nnx.Rngs(0), labels=labels, prompt=np.zeros(13, np.int32))
+        with self.assertRaisesRegex(ValueError, r"waveform values must lie in \[-1, 1\]"):
+            wave_model.generate(n_samples=1, rngs=nnx.Rngs(0), prompt=np.array([0.5, 1.5], np.float32))
 
     def test_uniform_model_gives_log_256_per_sample(self):
         model = _model()

@@ -17,7 +17,10 @@ indices from T-1 down to 0, and one last move from t = 0 to the clean data
   Sampling of Diffusion Probabilistic Models" (arXiv:2211.01095), the
   multistep second-order data-prediction solver, first order on the first
   and last steps, on steps uniform in log SNR (their "logSNR" spacing,
-  advised for low-resolution images; fractional timesteps).
+  advised for low-resolution images; fractional timesteps). The noisy end is
+  clipped as for "heun", at sigma = 80 (log SNR -8.76): the cosine schedule's
+  capped last beta puts log SNR -19.8 at t = T-1, and a uniform grid from there
+  would spend 3 of 10 steps inside the last timestep, on pure noise.
 * "heun": Karras et al. 2022, "Elucidating the Design Space of
   Diffusion-Based Generative Models" (arXiv:2206.00364), Algorithm 1 (no
   churn) on their sigma grid with rho = 7 between the schedule's smallest and
@@ -102,13 +105,16 @@ def discrete_tables(schedule: NoiseSchedule, steps: int, *, log_snr_uniform: boo
     """Per-step constants of the respaced discrete samplers, float64 numpy `[steps]` each.
 
     Returns:
-      `t` (timesteps, fractional when `log_snr_uniform`), `abar_t`, `abar_s`
+      `t` (timesteps, fractional when `log_snr_uniform`, then starting no
+      noisier than sigma = sqrt((1 - alpha_bar) / alpha_bar) = 80), `abar_t`, `abar_s`
       (alpha_bar at the step's start and end, 1 at the clean end) and
       `dpm_c` (DPM-Solver++ 2M's second-order coefficient).
     """
     if log_snr_uniform:
         grid = schedule.log_snrs
-        lam = np.linspace(grid[-1], grid[0], steps)
+        # Start no noisier than sigma = 80, as the Karras grid of "heun" does.
+        lam_start = min(max(grid[-1], -2.0 * np.log(_KARRAS_SIGMA_MAX)), grid[0])
+        lam = np.linspace(lam_start, grid[0], steps)
         t = np.interp(-lam, -grid, np.arange(schedule.num_timesteps, dtype=np.float64))
         abar_t = 1.0 / (1.0 + np.exp(-lam))
     else:

@@ -68,6 +68,8 @@ class SamplersTest(parameterized.TestCase):
         sched = make_schedule("linear", 1000)
         x_T = jax.random.normal(jax.random.PRNGKey(0), (200, 2))
         a, s = sched.alpha_sigma(jnp.array(999.0))
+        if name != "ddim":  # these start from sigma / alpha = 80 (Karras et al.), not from t = 999
+            a, s = 1.0 / np.sqrt(1.0 + 80.0**2), 80.0 / np.sqrt(1.0 + 80.0**2)
         exact = _MU + _S / jnp.sqrt(a**2 * _S**2 + s**2) * (x_T - a * _MU)
         keys = jax.random.split(jax.random.PRNGKey(1), 200)
         errors = [
@@ -77,6 +79,31 @@ class SamplersTest(parameterized.TestCase):
         ]
         self.assertLess(errors[1], 0.015)
         self.assertGreater(errors[0] / errors[1], min_ratio)
+
+    @parameterized.parameters("cosine", "linear")
+    def test_dpm_solver_error_falls_with_steps(self, schedule):
+        """DPM-Solver++ 2M against the exact flow from its own first noise level: more steps, smaller error.
+
+        Unclipped, the cosine schedule's log SNR of -19.8 at t = 999 put 3 of
+        10 steps inside the last timestep and 20 steps did worse than 10.
+        """
+        sched = make_schedule(schedule, 1000)
+        x_T = jax.random.normal(jax.random.PRNGKey(0), (200, 2))
+        keys = jax.random.split(jax.random.PRNGKey(1), 200)
+        errors = []
+        for steps in (5, 10, 20, 50):
+            tables = samplers.discrete_tables(sched, steps, log_snr_uniform=True)
+            self.assertLess(tables["t"][0], 999.0)
+            self.assertLess(np.sum(tables["t"] > 998.0), 1, "steps spent inside the last timestep")
+            a, s = np.sqrt(tables["abar_t"][0]), np.sqrt(1.0 - tables["abar_t"][0])
+            self.assertAlmostEqual(float(s / a), 80.0, delta=1e-3)  # Karras et al.'s sigma_max, as "heun"
+            exact = _MU + _S / jnp.sqrt(a**2 * _S**2 + s**2) * (x_T - a * _MU)
+            x = samplers.run_sampler(_gaussian_denoiser(sched), sched, x_T, keys, sampler="dpm_solver_pp_2m",
+                                     steps=steps)
+            errors.append(float(jnp.mean(jnp.abs(x - exact))))
+        for fewer, more in zip(errors, errors[1:]):
+            self.assertLess(more, 0.7 * fewer, f"errors for 5, 10, 20, 50 steps: {errors}")
+        self.assertLess(errors[-1], 1e-3)
 
     def test_ddim_eta0_is_deterministic_in_step_noise(self):
         sched = make_schedule("cosine", 100)

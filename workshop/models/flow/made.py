@@ -39,9 +39,13 @@ __all__ = ["AutoregressiveLayer", "MADE", "MaskedLinear", "made_masks"]
 def made_masks(num_inputs: int, hidden_features: Sequence[int], outputs_per_input: int) -> list[np.ndarray]:
     """The connectivity masks of MADE with sequential input degrees 1..D.
 
-    Hidden unit degrees cycle through 1..D-1, so every degree is present in
-    every layer. Output unit `d * outputs_per_input + p` has degree d + 1 and
-    sees only hidden units of lower degree.
+    A hidden layer at least D-1 wide cycles its unit degrees through 1..D-1,
+    so every degree is present. A narrower layer spreads its degrees evenly
+    over 1..D-1 (first 1, last D-1, as the reference MADE's degrees cover the
+    whole range), so output d still sees inputs 1..m with m at most
+    ceil((D-1) / width) short of d-1, and the last output sees all D-1 of
+    its predecessors. Output unit `d * outputs_per_input + p` has degree d + 1
+    and sees only hidden units of lower degree.
 
     Returns:
       One `[fan_in, fan_out]` 0/1 float32 mask per layer.
@@ -49,7 +53,11 @@ def made_masks(num_inputs: int, hidden_features: Sequence[int], outputs_per_inpu
     d = int(num_inputs)
     degrees = [np.arange(1, d + 1)]
     for h in hidden_features:
-        degrees.append(np.arange(int(h)) % max(d - 1, 1) + 1)
+        h = int(h)
+        if h >= d - 1:
+            degrees.append(np.arange(h) % max(d - 1, 1) + 1)
+        else:  # cycling would stop at degree h: outputs would never see inputs beyond h
+            degrees.append(np.round(np.linspace(1, d - 1, h)).astype(np.int64))
     out_degrees = np.repeat(np.arange(1, d + 1), outputs_per_input)
     masks = [(deg_out[None, :] >= deg_in[:, None]) for deg_in, deg_out in zip(degrees[:-1], degrees[1:])]
     masks.append(out_degrees[None, :] > degrees[-1][:, None])

@@ -30,6 +30,28 @@ class MADETest(parameterized.TestCase):
             connectivity = (connectivity @ m > 0).astype(np.float32)
         np.testing.assert_array_equal(connectivity, np.tril(np.ones((4, 4)), -1).T)
 
+    @parameterized.parameters(((128, 128),), ((128, 64),), ((40,),))
+    def test_narrow_hidden_layers_still_reach_every_earlier_input(self, hidden):
+        """Default image sizes (D = 784) with hidden widths below D - 1, checked by the Jacobian."""
+        d = 784
+        made = MADE(d, hidden, 1, rngs=nnx.Rngs(0))
+        # Positive weights and inputs keep every ReLU active, so a zero in the
+        # Jacobian is a missing connection, not a dead unit.
+        params = nnx.state(made, nnx.Param)
+        keys = jax.random.split(jax.random.key(0), len(jax.tree.leaves(params)))
+        nnx.update(made, jax.tree.unflatten(jax.tree.structure(params), [
+            jnp.abs(jax.random.normal(k, p.shape)) + 0.1 for p, k in zip(jax.tree.leaves(params), keys)]))
+        x = jax.random.uniform(jax.random.key(1), (d,), minval=0.5, maxval=1.0)
+        jac = np.asarray(jax.jit(jax.jacfwd(lambda v: made(v[None])[0, :, 0]))(x))  # [out i, in j]
+        seen = jac != 0
+        np.testing.assert_array_equal(np.triu(seen), False)  # output i never sees inputs >= i
+        reach = seen.sum(axis=1)  # each row must see a prefix 0..reach-1 of the inputs
+        np.testing.assert_array_equal(seen, np.arange(d)[None, :] < reach[:, None])
+        self.assertEqual(reach[-1], d - 1, "the last output must see all its predecessors")
+        # Each layer's evenly spaced degrees lose at most ceil((D - 1) / width) on the way.
+        max_gap = sum(-(-(d - 1) // h) for h in hidden)
+        self.assertLessEqual(int(np.max(np.arange(d) - reach)), max_gap)
+
     def test_empty_hidden_layers_are_refused(self):
         with self.assertRaisesRegex(ValueError, "hidden"):
             MADE(3, [], 2, rngs=nnx.Rngs(0))

@@ -258,6 +258,18 @@ class VAE(nnx.Module):
         """
         return self.log_importance_weights(x, rngs=rngs, num_samples=1, labels=labels)[0]
 
+    def log_prob_and_elbo(self, x: jax.Array, *, rngs: nnx.Rngs, num_samples: int | None = None,
+                          labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """`log_prob` and the ELBO from the same k = `num_samples` importance samples: two `[B]` nats.
+
+        The ELBO is the mean log weight, (1/k) sum_k log w_k, and `log_prob`
+        their log-mean-exp, so log_prob >= ELBO for every example (Jensen),
+        which independent draws do not guarantee.
+        """
+        k = self.iwae_samples if num_samples is None else int(num_samples)
+        log_w = self.log_importance_weights(x, rngs=rngs, num_samples=k, labels=labels)
+        return jax.nn.logsumexp(log_w, axis=0) - math.log(k), jnp.mean(log_w, axis=0)
+
     def log_prob(self, x: jax.Array, *, rngs: nnx.Rngs, num_samples: int | None = None,
                  labels: jax.Array | None = None) -> jax.Array:
         """The importance-weighted bound of Burda et al. 2015 on log p(x).
@@ -268,9 +280,7 @@ class VAE(nnx.Module):
         Returns:
           `[B]` nats.
         """
-        k = self.iwae_samples if num_samples is None else int(num_samples)
-        log_w = self.log_importance_weights(x, rngs=rngs, num_samples=k, labels=labels)
-        return jax.nn.logsumexp(log_w, axis=0) - math.log(k)
+        return self.log_prob_and_elbo(x, rngs=rngs, num_samples=num_samples, labels=labels)[0]
 
 
 # beta-VAE is the same model with its own defaults.
