@@ -27,6 +27,10 @@ def ws_py_binary(name, srcs, main = None, deps = [], pip_deps = [], **kwargs):
         **kwargs
     )
 
+# size -> time limit: one Bazel timeout class above the size's default
+# (short 60 s, moderate 300 s, long 900 s, eternal 3600 s).
+_TIMEOUTS = {"small": "moderate", "medium": "long", "large": "eternal", "enormous": "eternal"}
+
 def ws_py_test(
         name,
         srcs = None,
@@ -45,12 +49,16 @@ def ws_py_test(
       deps, pip_deps: Bazel deps and logical third-party names (third_party/py_deps.bzl).
       env: extra environment for both backends.
       tags: extra tags for both backends.
-      size: Bazel test size.
+      size: Bazel test size, chosen by the test's time on a quiet 2-core CPU: "small"
+        up to ~20 s, "medium" up to ~75 s, "large" longer. The time limit is the
+        next Bazel timeout above the size's own (`_TIMEOUTS`): a 4x margin or
+        more, so the suite passes on a busy machine (load ~13) too.
       cpu_devices: if set, the CPU target simulates this many devices
         (XLA_FLAGS=--xla_force_host_platform_device_count=N).
       **kwargs: passed to py_test.
     """
     srcs = srcs or [name + ".py"]
+    kwargs.setdefault("timeout", _TIMEOUTS[size])
     all_deps = deps + py_deps(pip_deps + ["absl"])
     cpu_env = dict(env)
     cpu_env["JAX_PLATFORMS"] = "cpu"

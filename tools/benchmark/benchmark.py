@@ -302,7 +302,7 @@ def format_markdown(results: list[dict]) -> str:
             f"| {r['trainer_steps_per_second']:.1f} | {r['trainer_examples_per_second']:,.0f} "
             f"| {r['bare_jit_steps_per_second']:.1f} | {r['trainer_vs_bare_jit']:.3f} "
             f"| {r['flops_per_step'] / 1e9:.3f} | {r['achieved_gflops']:.1f} "
-            f"| {100 * r['share_of_matmul_peak']:.1f} % of {r['matmul_peak_gflops']:.0f} ({r['precision']}) "
+            f"| {100 * r['share_of_matmul_peak']:.1f} % of {r['matmul_peak_gflops']:.0f} ({r.get('precision', 'float32')}) "
             f"| {r['samples_per_second']:,.0f} | {r['peak_memory_mib']:.0f} MiB | {extra} |")
     return "\n".join(lines)
 
