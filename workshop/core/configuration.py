@@ -224,6 +224,13 @@ class TrainingConfiguration(_Configuration):
                 f"training.num_devices={self.num_devices} needs training.parallelism 'data' or 'fsdp' "
                 "(with 'none' the run uses one device)"
             )
+        opt = self.optimizer
+        if opt.schedule == "warmup_cosine" and opt.warmup_steps >= self.num_steps:
+            raise ValueError(
+                f"training.optimizer.warmup_steps={opt.warmup_steps} must be below training.num_steps="
+                f"{self.num_steps} (schedule 'warmup_cosine'): set training.optimizer.warmup_steps below "
+                f"{self.num_steps} or train longer"
+            )
         return self
 
 

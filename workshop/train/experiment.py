@@ -100,7 +100,7 @@ def parse_config(config: ml_collections.ConfigDict | dict[str, Any]) -> Experime
         raise ValueError(f"config has unknown sections {sorted(unknown)}; known: name, model, training, data, eval")
     if "model" not in raw:
         raise ValueError("config has no 'model' section")
-    return ExperimentConfig(
+    cfg = ExperimentConfig(
         name=raw.get("name", raw["model"].get("model_type", "run")),
         # Config files hold list fields as tuples (overridable as --config.model.encoder_features=64,64).
         model=ModelConfiguration.model_validate(_tuples_to_lists(raw["model"])),
@@ -108,6 +108,8 @@ def parse_config(config: ml_collections.ConfigDict | dict[str, Any]) -> Experime
         data=DataConfiguration.model_validate(raw.get("data", {})),
         eval=EvaluationConfiguration.model_validate(raw.get("eval", {})),
     )
+    cfg.model.family  # noqa: B018 - an unknown model_type fails here, naming the known ones
+    return cfg
 
 
 def _tuples_to_lists(value: Any) -> Any:
@@ -320,7 +322,8 @@ def train_and_evaluate(
             config = {**raw, "data": {**raw.get("data", {}), "data_dir": data_dir}}
         cfg = parse_config(config)
     workdir = pathlib.Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"workdir {workdir} is a file: pass a directory (a new one or a run's workdir)")
 
     train_source = data_source(cfg.data, train=True)
     test_source = data_source(cfg.data, train=False)
@@ -337,6 +340,8 @@ def train_and_evaluate(
         model.check_inputs(test_source["x"])
     trainer = make_trainer(build_model if on_mesh else model, cfg)
     data_order = _data_order(cfg, train_source)
+    # Created only now: a command that fails before (config, data, model) leaves nothing behind.
+    workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints,
                                 metadata={"data_order": data_order}, remove_unfinished_saves=True)
 
