@@ -164,6 +164,8 @@ class CheckpointCallback:
         self._put_off = None
 
     def on_step_end(self, trainer, step, state) -> None:
+        # A background save that failed (a full disk) stops the run now, not at the next save.
+        self.checkpointer.check_saves()
         if self._put_off is not None or (self.every and step % self.every == 0):
             self._save(trainer, step, state)
 

@@ -43,12 +43,24 @@ def quiet_library_logs() -> None:
     """Shows only warnings from libraries that log through absl, unless `--verbosity` was given.
 
     Orbax writes some forty INFO lines per checkpoint through absl's logger,
-    which would bury the progress bar; Workshop's own loggers
+    which would bury the progress bar, and the tracebacks of a failed save
+    (reported in one line instead); Workshop's own loggers
     (`workshop.*`) keep their INFO lines. Call it in `main`, after flags are
     parsed.
     """
     if not flags.FLAGS["verbosity"].present:
-        logging.getLogger("absl").setLevel(logging.WARNING)
+        absl_logger = logging.getLogger("absl")
+        absl_logger.setLevel(logging.WARNING)
+        absl_logger.addFilter(_without_orbax_tracebacks)
+
+
+def _without_orbax_tracebacks(record: logging.LogRecord) -> bool:
+    """Drops orbax's error logs with a traceback (a failed background save logs three, some 150 lines).
+
+    The checkpointer raises the same error at the next step as
+    CheckpointSaveError, which the binaries report in one line.
+    """
+    return not (record.levelno >= logging.ERROR and record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
 def user_path(path: str) -> pathlib.Path:
