@@ -15,7 +15,9 @@ pipeline is positioned at the checkpoint's step and the step keys are
 (the record also holds the data order, and a resume with another one says so).
 SIGINT/SIGTERM end the run after the current step with a checkpoint (on
 several hosts, a SIGTERM to any: all after the same step); after a
-`kill -9` the rerun loses the steps since the last checkpoint. A checkpoint
+`kill -9` the rerun resumes from the newest finished checkpoint (saves run in
+the background, one at a time, and one still being written is lost: up to
+2 x checkpoint_every - 1 steps are redone). A checkpoint
 that does not read back intact (checkpointing.py checks every array's
 checksum) is moved to checkpoints/rejected/ with a warning and the next older
 one is used. Non-finite steps: `training.max_bad_steps` (Trainer.fit).
