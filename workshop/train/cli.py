@@ -218,8 +218,6 @@ def describe_error(err: BaseException) -> str:
                   if start is not None else f" ({len(lines) - 1} arrays differ)")
         return (f"{lines[0].rstrip(':')}{differ}\nTrain it into another --workdir, or keep the workdir's own "
                 "configuration (its config.json)")
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC and err.filename is None:
-        return _summary(str(err))
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         path = pathlib.Path(os.fsdecode(err.filename))
         if err.errno == errno.ENOSPC:
