@@ -1,4 +1,4 @@
-"""Pydantic v2 configurations: model, optimizer, training and data.
+"""Pydantic v2 configurations: model, optimizer, training, data and evaluation.
 
 Every configuration validates on construction and on assignment, rejects
 unknown fields, carries `schema_version`, and round-trips through JSON and
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_INPUT_SHAPE",
     "SCHEMA_VERSION",
     "DataConfiguration",
+    "EvaluationConfiguration",
     "ModelConfiguration",
     "OptimizerConfiguration",
     "TrainingConfiguration",
@@ -252,6 +253,13 @@ class TrainingConfiguration(_Configuration):
                 f"training.num_devices={self.num_devices} needs training.parallelism 'data' or 'fsdp' "
                 "(with 'none' the run uses one device)"
             )
+        opt = self.optimizer
+        if opt.schedule == "warmup_cosine" and opt.warmup_steps >= self.num_steps:
+            raise ValueError(
+                f"training.optimizer.warmup_steps={opt.warmup_steps} must be below training.num_steps="
+                f"{self.num_steps} (schedule 'warmup_cosine'): set training.optimizer.warmup_steps below "
+                f"{self.num_steps} or train longer"
+            )
         return self
 
 
@@ -354,3 +362,31 @@ class DataConfiguration(_Configuration):
             raise ValueError("data.window_stride cuts protein chains into windows of data.sequence_length residues: "
                              "set data.sequence_length")
         return self
+
+
+class EvaluationConfiguration(_Configuration):
+    """Test-set evaluation of a training run (`config.eval` of the train binary).
+
+    Attributes:
+      likelihood_samples: the `num_samples` of the models' `log_prob`:
+        importance samples (VAE), timesteps (diffusion), AIS chains (EBM),
+        dequantization draws (flows); None leaves each model its own default.
+      final_eval: estimate the test-set likelihood at the end of the run
+        (`final_metrics.json`).
+      test_binarize: how test images are binarized when the training data is
+        ("fixed": once, with a seed, so every evaluation sees the same set).
+      max_test_batches: evaluate the final likelihood on at most this many
+        test batches (None: the whole test set).
+      every_steps: test likelihood every this many steps during training, on
+        `training.eval_batches` test batches (None: off).
+      sample_quality_every: FID/KID/PRDC of `sample_quality_samples` samples
+        every this many steps (None: off).
+    """
+
+    likelihood_samples: PositiveInt | None = None
+    final_eval: bool = True
+    test_binarize: Literal["none", "dynamic", "fixed"] = "fixed"
+    max_test_batches: PositiveInt | None = None
+    every_steps: PositiveInt | None = None
+    sample_quality_every: PositiveInt | None = None
+    sample_quality_samples: PositiveInt = 1000

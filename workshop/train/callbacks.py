@@ -10,6 +10,7 @@ A callback implements any of the hooks `Trainer.fit` calls:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import time
@@ -22,6 +23,8 @@ from workshop.train.image_grid import save_sample_picture
 
 __all__ = ["CheckpointCallback", "EarlyStopping", "MetricsWriter", "ProgressBar", "SampleGrid"]
 
+
+_log = logging.getLogger(__name__)
 
 # Metrics the progress bar shows when a model reports them (VAE, GAN, likelihood models).
 _PROGRESS_METRICS = ("loss", "kl", "elbo", "nll_bits_per_dim", "d_loss", "g_loss", "wasserstein_estimate")
@@ -119,30 +122,55 @@ class MetricsWriter:
 
 
 class CheckpointCallback:
-    """Saves every `every` steps and always at the end of `fit` (also when interrupted)."""
+    """Saves every `every` steps and always at the end of `fit` (also when interrupted).
+
+    Never of a state whose latest steps the NaN guard skipped
+    (`trainer.bad_steps_in_a_row()`, asked before each save): such a state
+    holds the parameters that failed, and saving it under later step numbers
+    would push the good checkpoints out of `keep_checkpoints`. A save due then
+    is put off to the first step after the stretch that was applied (logged
+    as a warning); at the end of `fit` it is left out, so the rerun resumes
+    from the newest checkpoint before the stretch.
+    """
 
     def __init__(self, checkpointer: Checkpointer, every: int | None, *, metadata: dict[str, Any] | None = None):
         self.checkpointer = checkpointer
         self.every = every
         self.metadata = metadata or {}
         self.last_saved: int | None = None
+        self._put_off: int | None = None  # the step whose save waits for an applied step
 
-    def _save(self, step, state) -> None:
+    def _save(self, trainer, step, state) -> None:
         if self.last_saved == step:
             return
+        bad = trainer.bad_steps_in_a_row() if hasattr(trainer, "bad_steps_in_a_row") else 0
+        if bad:
+            if self._put_off is None:
+                _log.warning(
+                    "not writing the checkpoint of step %d: its last %d step(s) had a NaN/Inf loss or gradient and "
+                    "were skipped, so it holds the parameters that failed; the newest checkpoint stays that of "
+                    "step %s", step, bad, self.last_saved)
+                self._put_off = step
+            return
         self.checkpointer.save(state, metadata={**self.metadata, "data_step": step})
-        self.last_saved = step
+        if self._put_off is not None:
+            _log.warning("wrote the checkpoint put off at step %d at step %d, after a step that was applied",
+                         self._put_off, step)
+        self.last_saved, self._put_off = step, None
 
     def on_train_begin(self, trainer, state) -> None:
         # A resumed run starts at a saved step: saving it again would fail.
         self.last_saved = self.checkpointer.latest_step()
+        self._put_off = None
 
     def on_step_end(self, trainer, step, state) -> None:
-        if self.every and step % self.every == 0:
-            self._save(step, state)
+        # A background save that failed (a full disk) stops the run now, not at the next save.
+        self.checkpointer.check_saves()
+        if self._put_off is not None or (self.every and step % self.every == 0):
+            self._save(trainer, step, state)
 
     def on_train_end(self, trainer, step, state) -> None:
-        self._save(step, state)
+        self._save(trainer, step, state)
         self.checkpointer.wait()
 
 

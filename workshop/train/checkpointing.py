@@ -27,13 +27,23 @@ older checkpoint, logging a warning that names the rejected step and why.
 A checkpoint that reads fine but belongs to another model configuration is
 never skipped: it raises CheckpointMismatchError with the mismatched arrays
 and configuration fields named.
+
+A save that fails (a full disk, a directory gone read-only) raises
+CheckpointSaveError, naming the step, the directory, the reason and the free
+space, and the checkpoints that stay intact: from `save` when it fails at
+once, else from the next `wait`, `save` or `check_saves` (which the training
+callback calls after every step, so the run stops at the step after the
+background write failed). The failed save leaves only an unfinished
+temporary directory, which the next run removes.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pathlib
+import shutil
 from typing import Any, Iterable
 
 import jax
@@ -45,6 +55,7 @@ from workshop.train.trainer import TrainState
 
 __all__ = [
     "CheckpointMismatchError",
+    "CheckpointSaveError",
     "Checkpointer",
     "InvalidCheckpointError",
     "NoValidCheckpointError",
@@ -61,6 +72,10 @@ REJECTED_DIR = "rejected"
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the model it is restored into."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); names the step, the directory and why."""
 
 
 class InvalidCheckpointError(ValueError):
@@ -167,6 +182,8 @@ class Checkpointer:
                 max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=remove_unfinished_saves
             ),
         )
+        self._in_flight: int | None = None  # the step of the save running in the background
+        self._failed: CheckpointSaveError | None = None
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -185,12 +202,58 @@ class Checkpointer:
             **self.metadata,
             **(metadata or {}),
         }
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(tree), record=ocp.args.JsonSave(record)),
-            force=True,
-        )
+        self._raise_if_failed()
+        previous = self._in_flight
+        try:
+            self._manager.save(  # waits for the previous save first
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(tree), record=ocp.args.JsonSave(record)),
+                force=True,
+            )
+        except Exception as err:  # orbax re-raises a background failure of the previous save here
+            failed = previous if previous is not None and self._in_flight_failed(previous) else step
+            self._in_flight = None
+            raise self._save_error(failed, err) from err
+        self._in_flight = step
         return step
+
+    def check_saves(self) -> None:
+        """Raises CheckpointSaveError if the save running in the background has failed; never blocks.
+
+        On several hosts it checks nothing (one host could stop a step before
+        the others, which would then wait for it forever); `wait` and `save`,
+        which every host calls at the same step, report the failure there.
+        """
+        self._raise_if_failed()
+        if self._in_flight is None or jax.process_count() > 1 or self._manager.is_saving_in_progress():
+            return
+        self.wait()
+
+    def _in_flight_failed(self, step: int) -> bool:
+        return not (self.directory / str(step)).is_dir()
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def _save_error(self, step: int, err: BaseException) -> CheckpointSaveError:
+        """One line: which checkpoint, where, why, the free space, what is intact and what to do."""
+        cause = err
+        while not (isinstance(cause, OSError) and cause.errno) and (cause.__cause__ or cause.__context__):
+            cause = cause.__cause__ or cause.__context__
+        reason = os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno else _first_line(err)
+        try:
+            free = f"{shutil.disk_usage(self.directory).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        self._manager.reload()
+        kept = self.all_steps()
+        fix = "free space, then" if isinstance(cause, OSError) and cause.errno == errno.ENOSPC else "fix that, then"
+        intact = (f"the checkpoints of steps {kept} are intact: {fix} run the same command to resume from step "
+                  f"{kept[-1]}" if kept else f"no earlier checkpoint: {fix} run the same command to start again")
+        self._failed = CheckpointSaveError(
+            f"could not write the checkpoint of step {step} to {self.directory}: {reason} ({free}); {intact}")
+        return self._failed
 
     def read_record(self, step: int | None = None) -> dict[str, Any]:
         """The JSON record of a checkpoint (latest by default)."""
@@ -229,7 +292,7 @@ class Checkpointer:
             or holds NaN/Inf.
           CheckpointMismatchError: array shapes differ (each one named).
         """
-        self._manager.wait_until_finished()
+        self.wait()
         if step is not None:
             return self._restore_step(self._resolve(step), target, model_config)
         candidates = [s for s in reversed(self.all_steps()) if before is None or s < before]
@@ -254,7 +317,7 @@ class Checkpointer:
 
     def discard_from(self, step: int) -> list[int]:
         """Deletes every checkpoint of step >= `step` (after a rollback); returns their steps."""
-        self._manager.wait_until_finished()
+        self.wait()
         doomed = [s for s in self.all_steps() if s >= step]
         for s in doomed:
             self._manager.delete(s)
@@ -262,11 +325,24 @@ class Checkpointer:
         return doomed
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        """Blocks until the background save is written; CheckpointSaveError if it failed."""
+        self._raise_if_failed()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:
+            step, self._in_flight = self._in_flight, None
+            raise self._save_error(step if step is not None else -1, err) from err
+        self._in_flight = None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for the background save and closes; after a failed save (already raised) only closes."""
+        if self._failed is None:
+            self.wait()
+        try:
+            self._manager.close()
+        except Exception:  # orbax raises the failed save's error again: it was reported
+            if self._failed is None:
+                raise
 
     def _resolve(self, step: int | None) -> int:
         if step is None:

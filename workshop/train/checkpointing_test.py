@@ -1,20 +1,26 @@
 """Tests for checkpoint round-trips, the mismatch error, corruption checks and fallback, crashes mid-save."""
 
+import errno
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
+import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 from flax import nnx
+from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from workshop.core.configuration import TrainingConfiguration
+from workshop.train.callbacks import CheckpointCallback
 from workshop.train.checkpointing import (
     CheckpointMismatchError,
+    CheckpointSaveError,
     Checkpointer,
     InvalidCheckpointError,
     NoValidCheckpointError,
@@ -77,6 +83,36 @@ def _two_checkpoints(directory, din=300, dout=200):
         saved[int(state.step)] = jax.device_get(state.to_checkpoint())
     ckpt.close()
     return trainer, saved
+
+
+def _disk_full_at(step):
+    """Patches orbax's writer of the JSON record to fail with ENOSPC in the background save of `step`."""
+    real = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+
+    async def save_fn(self, x, directory):
+        if pathlib.Path(directory).parent.name.startswith(f"{step}.orbax-checkpoint-tmp"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+        return await real(self, x, directory)
+
+    return mock.patch.object(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", save_fn)
+
+
+def _wait_for_background_save(ckpt):
+    deadline = time.monotonic() + 60
+    while ckpt._manager.is_saving_in_progress() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class _WaitForSaveAt:
+    """A callback that lets the background save of `step` end before the next step starts."""
+
+    def __init__(self, ckpt, step):
+        self.ckpt, self.step, self.steps = ckpt, step, []
+
+    def on_step_end(self, trainer, step, state):
+        self.steps.append(step)
+        if step == self.step:
+            _wait_for_background_save(self.ckpt)
 
 
 class CheckpointingTest(parameterized.TestCase):
@@ -297,6 +333,47 @@ class CheckpointingTest(parameterized.TestCase):
         with self.assertRaisesRegex(FileNotFoundError, "no checkpoint in"):
             ckpt.restore(_state()[1])
         ckpt.close()
+
+    def test_a_failed_background_save_is_reported_in_one_line_and_the_older_checkpoints_stay(self):
+        directory = pathlib.Path(self.create_tempdir().full_path)
+        trainer, state = _state()
+        ckpt = Checkpointer(directory, remove_unfinished_saves=True)
+        state, _ = trainer.train_step(state, {"x": np.ones((4, 3), np.float32)})
+        ckpt.save(state)
+        ckpt.wait()
+        state, _ = trainer.train_step(state, {"x": np.ones((4, 3), np.float32)})
+        with _disk_full_at(2):
+            ckpt.save(state)  # returns; the write fails in the background
+            _wait_for_background_save(ckpt)
+            with self.assertRaises(CheckpointSaveError) as ctx:
+                ckpt.check_saves()
+        message = str(ctx.exception)
+        self.assertRegex(message, rf"^could not write the checkpoint of step 2 to {directory}: No space left on "
+                                  r"device \(\d+ MiB free there\); the checkpoints of steps \[1\] are intact: free "
+                                  r"space, then run the same command to resume from step 1$")
+        self.assertNotIn("\n", message)
+        with self.assertRaises(CheckpointSaveError):  # every later use says so too
+            ckpt.wait()
+        ckpt.close()  # does not raise the reported error again
+        # Nothing is lost: the unfinished save is only a temporary directory; the next run restores step 1.
+        self.assertEqual(sorted(p.name for p in directory.iterdir()), ["1", "2.orbax-checkpoint-tmp"])
+        again = Checkpointer(directory, remove_unfinished_saves=True)
+        self.assertEqual(again.all_steps(), [1])
+        self.assertEqual(again.restore(trainer.abstract_state())[1]["step"], 1)
+        again.close()
+
+    def test_training_stops_at_the_step_after_a_failed_save(self):
+        # Saves every 2 steps; the save of step 4 fails: the run stops at step 5, not at step 6's save.
+        directory = pathlib.Path(self.create_tempdir().full_path)
+        trainer, state = _state()
+        ckpt = Checkpointer(directory)
+        waiter = _WaitForSaveAt(ckpt, 4)
+        batches = iter([{"x": np.ones((4, 3), np.float32)}] * 5)
+        with _disk_full_at(4), self.assertRaisesRegex(CheckpointSaveError, "checkpoint of step 4 .* steps \\[2\\]"):
+            trainer.fit(state, batches, callbacks=[CheckpointCallback(ckpt, 2), waiter])
+        self.assertEqual(waiter.steps, [1, 2, 3, 4])
+        ckpt.close()
+        self.assertEqual(Checkpointer(directory).all_steps(), [2])
 
     def test_array_shapes_paths(self):
         self.assertEqual(array_shapes({"a": {"b": jnp.zeros((2, 3))}, "c": [jnp.zeros(4)]}), {"a/b": [2, 3], "c/0": [4]})

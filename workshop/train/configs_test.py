@@ -2,12 +2,16 @@
 
 import importlib
 import pathlib
+import sys
+from unittest import mock
 
 import numpy as np
+from absl import flags
 from absl.testing import absltest, parameterized
 from flax import nnx
+from ml_collections import config_flags
 
-from workshop.core.configuration import DataConfiguration, TrainingConfiguration
+from workshop.core.configuration import DataConfiguration, EvaluationConfiguration, TrainingConfiguration
 from workshop.models.factories import create_model
 from workshop.train.experiment import make_trainer, parse_config
 
@@ -18,10 +22,11 @@ class ConfigsTest(parameterized.TestCase):
     def test_configs_were_found(self):
         self.assertIn("vae", _CONFIGS)
 
-    def test_every_training_and_data_field_can_be_set_from_the_command_line(self):
+    def test_every_training_data_and_eval_field_can_be_set_from_the_command_line(self):
         for name in _CONFIGS:
             config = importlib.import_module(f"workshop.train.configs.{name}").get_config()
-            for section, schema in (("training", TrainingConfiguration), ("data", DataConfiguration)):
+            for section, schema in (("training", TrainingConfiguration), ("data", DataConfiguration),
+                                    ("eval", EvaluationConfiguration)):
                 missing = set(schema.model_fields) - {"schema_version"} - set(config[section])
                 self.assertEmpty(missing, f"{name}: config.{section} lacks {sorted(missing)}")
         # A None default is a typed placeholder: it takes a value like a flag override does.
@@ -31,6 +36,28 @@ class ConfigsTest(parameterized.TestCase):
         with self.assertRaises(TypeError):
             config.training.max_bad_steps = "five"
         self.assertEqual(parse_config(config).training.max_bad_steps, 5)
+
+    def test_eval_and_list_fields_through_the_flags_of_the_train_binary(self):
+        configs = pathlib.Path(__file__).parent / "configs"
+
+        def parse(config_file, *overrides):
+            argv = ["train", *overrides]
+            flag_values = flags.FlagValues()
+            with mock.patch.object(sys, "argv", argv):  # config_flags defines the override flags from sys.argv
+                flag = config_flags.DEFINE_config_file("config", str(configs / config_file),
+                                                       flag_values=flag_values, lock_config=True)
+            flag_values(argv)
+            return parse_config(flag.value)
+
+        cfg = parse("vae.py", "--config.eval.every_steps=100", "--config.eval.max_test_batches=1",
+                    "--config.model.encoder_features=256,128", "--config.model.decoder_features=[64]")
+        self.assertEqual((cfg.eval.every_steps, cfg.eval.max_test_batches), (100, 1))
+        self.assertEqual((cfg.model.encoder_features, cfg.model.decoder_features), ([256, 128], [64]))
+        cfg = parse("maf.py", "--config.model.parameters.hidden_features=48,48")
+        self.assertEqual(cfg.model.parameters["hidden_features"], [48, 48])
+        self.assertEqual(cfg.model.typed_parameters().hidden_features, [48, 48])
+        with self.assertRaisesRegex(ValueError, "every_steps"):
+            parse("vae.py", "--config.eval.every_steps=0")
 
     @parameterized.parameters(*_CONFIGS)
     def test_config_builds_and_steps(self, name):

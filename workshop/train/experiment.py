@@ -15,7 +15,9 @@ pipeline is positioned at the checkpoint's step and the step keys are
 (the record also holds the data order, and a resume with another one says so).
 SIGINT/SIGTERM end the run after the current step with a checkpoint (on
 several hosts, a SIGTERM to any: all after the same step); after a
-`kill -9` the rerun loses the steps since the last checkpoint. A checkpoint
+`kill -9` the rerun resumes from the newest finished checkpoint (saves run in
+the background, one at a time, and one still being written is lost: up to
+2 x checkpoint_every - 1 steps are redone). A checkpoint
 that does not read back intact (checkpointing.py checks every array's
 checksum) is moved to checkpoints/rejected/ with a warning and the next older
 one is used. Non-finite steps: `training.max_bad_steps` (Trainer.fit).
@@ -38,7 +40,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 from flax import nnx
 
-from workshop.core.configuration import DataConfiguration, ModelConfiguration, TrainingConfiguration
+from workshop.core.configuration import (DataConfiguration, EvaluationConfiguration, ModelConfiguration,
+                                         TrainingConfiguration)
 from workshop.data import sources
 from workshop.data.pipeline import BatchPipeline
 from workshop.eval.likelihood import evaluate_likelihood
@@ -70,7 +73,7 @@ class ExperimentConfig:
     model: ModelConfiguration
     training: TrainingConfiguration
     data: DataConfiguration
-    eval: dict[str, Any]
+    eval: EvaluationConfiguration
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,7 +81,7 @@ class ExperimentConfig:
             "model": self.model.to_dict(),
             "training": self.training.to_dict(),
             "data": self.data.to_dict(),
-            "eval": dict(self.eval),
+            "eval": self.eval.to_dict(),
         }
 
 
@@ -91,16 +94,6 @@ class RunResult:
     workdir: pathlib.Path
 
 
-# config.eval: `likelihood_samples` is the `num_samples` of the models' `log_prob`:
-# importance samples (VAE), timesteps (diffusion), AIS chains (EBM),
-# dequantization draws (flows); None leaves each model its own default.
-# `every_steps`: test likelihood during training (over `training.eval_batches`
-# test batches); `sample_quality_every`: FID/KID/PRDC of `sample_quality_samples`
-# samples with the feature network (workshop/train/periodic_eval.py); None: off.
-_EVAL_DEFAULTS = {"likelihood_samples": None, "final_eval": True, "test_binarize": "fixed", "max_test_batches": None,
-                  "every_steps": None, "sample_quality_every": None, "sample_quality_samples": 1000}
-
-
 def parse_config(config: ml_collections.ConfigDict | dict[str, Any]) -> ExperimentConfig:
     """Validates a config (ConfigDict or dict with model/training/data/eval)."""
     raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
@@ -109,17 +102,24 @@ def parse_config(config: ml_collections.ConfigDict | dict[str, Any]) -> Experime
         raise ValueError(f"config has unknown sections {sorted(unknown)}; known: name, model, training, data, eval")
     if "model" not in raw:
         raise ValueError("config has no 'model' section")
-    eval_cfg = {**_EVAL_DEFAULTS, **raw.get("eval", {})}
-    bad = set(eval_cfg) - set(_EVAL_DEFAULTS)
-    if bad:
-        raise ValueError(f"config.eval has unknown keys {sorted(bad)}; known: {', '.join(sorted(_EVAL_DEFAULTS))}")
-    return ExperimentConfig(
+    cfg = ExperimentConfig(
         name=raw.get("name", raw["model"].get("model_type", "run")),
-        model=ModelConfiguration.model_validate(raw["model"]),
+        # Config files hold list fields as tuples (overridable as --config.model.encoder_features=64,64).
+        model=ModelConfiguration.model_validate(_tuples_to_lists(raw["model"])),
         training=TrainingConfiguration.model_validate(raw.get("training", {})),
         data=DataConfiguration.model_validate(raw.get("data", {})),
-        eval=eval_cfg,
+        eval=EvaluationConfiguration.model_validate(raw.get("eval", {})),
     )
+    cfg.model.family  # noqa: B018 - an unknown model_type fails here, naming the known ones
+    return cfg
+
+
+def _tuples_to_lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tuples_to_lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tuples_to_lists(v) for v in value]
+    return value
 
 
 def load_experiment_config(workdir: str | pathlib.Path) -> ExperimentConfig:
@@ -159,7 +159,7 @@ def _train_batches(cfg: ExperimentConfig, source, start_step: int) -> BatchPipel
 def _test_batches(cfg: ExperimentConfig, source, *, max_batches: int | None) -> Iterator[dict[str, Any]]:
     # Test data under a dynamically binarized training set is binarized once,
     # with a fixed seed, so every evaluation sees the same test set.
-    binarize = "none" if cfg.data.binarize == "none" else cfg.eval["test_binarize"]
+    binarize = "none" if cfg.data.binarize == "none" else cfg.eval.test_binarize
     pipeline = BatchPipeline(
         source,
         batch_size=cfg.data.eval_batch_size,
@@ -324,7 +324,8 @@ def train_and_evaluate(
             config = {**raw, "data": {**raw.get("data", {}), "data_dir": data_dir}}
         cfg = parse_config(config)
     workdir = pathlib.Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"workdir {workdir} is a file: pass a directory (a new one or a run's workdir)")
 
     train_source = data_source(cfg.data, train=True)
     test_source = data_source(cfg.data, train=False)
@@ -341,6 +342,8 @@ def train_and_evaluate(
         model.check_inputs(test_source["x"])
     trainer = make_trainer(build_model if on_mesh else model, cfg)
     data_order = _data_order(cfg, train_source)
+    # Created only now: a command that fails before (config, data, model) leaves nothing behind.
+    workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints,
                                 metadata={"data_order": data_order}, remove_unfinished_saves=True)
 
@@ -373,13 +376,13 @@ def train_and_evaluate(
     callbacks_list.append(cb.SampleGrid(workdir, t.sample_every, num_samples=t.num_samples, seed=t.seed, write=lead))
     if t.early_stopping_patience is not None:
         callbacks_list.append(cb.EarlyStopping(t.early_stopping_metric, patience=t.early_stopping_patience))
-    if cfg.eval["every_steps"] or cfg.eval["sample_quality_every"]:
+    if cfg.eval.every_steps or cfg.eval.sample_quality_every:
         callbacks_list.append(PeriodicEvaluation(
             lambda: _test_batches(cfg, test_source, max_batches=t.eval_batches),
             sinks=writers,  # the progress bar and the metrics writer
-            every_steps=cfg.eval["every_steps"], likelihood_samples=cfg.eval["likelihood_samples"],
-            sample_quality_every=cfg.eval["sample_quality_every"],
-            sample_quality_samples=cfg.eval["sample_quality_samples"],
+            every_steps=cfg.eval.every_steps, likelihood_samples=cfg.eval.likelihood_samples,
+            sample_quality_every=cfg.eval.sample_quality_every,
+            sample_quality_samples=cfg.eval.sample_quality_samples,
             dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, seed=t.seed,
         ))
 
@@ -398,18 +401,18 @@ def train_and_evaluate(
 
     final = None
     interrupted = trainer.stop_reason is not None and trainer.stop_reason.startswith("interrupted")
-    if cfg.eval["final_eval"] and not interrupted and hasattr(model, "log_prob"):
+    if cfg.eval.final_eval and not interrupted and hasattr(model, "log_prob"):
         final = evaluate_likelihood(
             trainer.model_from_state(state),
-            _test_batches(cfg, test_source, max_batches=cfg.eval["max_test_batches"]),
-            num_samples=cfg.eval["likelihood_samples"],
+            _test_batches(cfg, test_source, max_batches=cfg.eval.max_test_batches),
+            num_samples=cfg.eval.likelihood_samples,
             seed=t.seed,
         )
         final["step"] = int(state.step)
-        if cfg.eval["likelihood_samples"] is not None:
-            final["likelihood_samples"] = cfg.eval["likelihood_samples"]
+        if cfg.eval.likelihood_samples is not None:
+            final["likelihood_samples"] = cfg.eval.likelihood_samples
         if cfg.data.binarize != "none":
-            final["test_binarize"] = cfg.eval["test_binarize"]
+            final["test_binarize"] = cfg.eval.test_binarize
         if jax.process_index() == 0:
             (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
     return RunResult(state=state, trainer=trainer, stop_reason=trainer.stop_reason, final_metrics=final, workdir=workdir)

@@ -14,20 +14,25 @@ Process 0 alone writes metrics.jsonl, config.json and final_metrics.json;
 every process writes its part of each checkpoint. A SIGTERM to any host (a
 preemption notice) or Ctrl-C stops every host after the same step, with a
 checkpoint (JAX's preemption service); the same commands resume.
+
+Exit status: 0 when the run finished (or stopped early on its own, e.g. early
+stopping), 75 (EX_TEMPFAIL, `cli.EXIT_INTERRUPTED`) when SIGTERM/SIGINT
+stopped it after writing a checkpoint (rerun the same command), 1 for an
+error, printed in a line or two (`--verbosity=1` adds the traceback).
 """
 
 import pathlib
+import sys
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from workshop.train import experiment
+from workshop.train import cli, experiment
 from workshop.train.cli import quiet_library_logs, user_path
 
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "vae.py")
 
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "ml_collections config file.", lock_config=True)
+_CONFIG = cli.define_config_flag(_DEFAULT_CONFIG, "ml_collections config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<config name>).")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Directory with the dataset files (default: $WORKSHOP_DATA_DIR or the Debian package's)."
@@ -79,9 +84,11 @@ def main(argv):
     result = experiment.train_and_evaluate(config, workdir, data_dir=data_dir)
     if result.stop_reason:
         logging.warning("stopped at step %d: %s", int(result.state.step), result.stop_reason)
-        if result.stop_reason.startswith("interrupted"):
-            print(f"Interrupted at step {int(result.state.step)}; checkpoint written. Run the same command to resume.")
     print(f"workdir: {result.workdir}")
+    if result.stop_reason and result.stop_reason.startswith("interrupted"):
+        print(f"Interrupted at step {int(result.state.step)}; checkpoint written. Run the same command to resume "
+              f"(exit status {cli.EXIT_INTERRUPTED}).")
+        sys.exit(cli.EXIT_INTERRUPTED)
     if result.final_metrics:
         print("test set: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in sorted(result.final_metrics.items())))
@@ -89,7 +96,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (pip installs)."""
-    app.run(main)
+    cli.run(main, name="train")
 
 
 if __name__ == "__main__":

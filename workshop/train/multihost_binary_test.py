@@ -33,6 +33,7 @@ from flax import nnx
 from workshop.models.factories import create_model
 from workshop.train import experiment
 from workshop.train.checkpointing import Checkpointer
+from workshop.train.cli import EXIT_INTERRUPTED
 from workshop.train.train_binary_testing import (
     RunLog,
     checkpoint_steps,
@@ -107,7 +108,7 @@ class MultiHostBinaryTest(absltest.TestCase):
             for p in range(2)
         ]
 
-    def _wait(self, runs: list[RunLog]) -> list[RunLog]:
+    def _wait(self, runs: list[RunLog], expected: int = 0) -> list[RunLog]:
         codes = []
         try:
             for run in runs:
@@ -118,7 +119,7 @@ class MultiHostBinaryTest(absltest.TestCase):
                     run.process.kill()
                     run.process.wait()
         for p, (run, code) in enumerate(zip(runs, codes)):
-            self.assertEqual(code, 0, f"process {p} failed:\n{run.stderr[-3000:]}")
+            self.assertEqual(code, expected, f"process {p} exited {code}, not {expected}:\n{run.stderr[-3000:]}")
         return runs
 
     def _assert_losses_match_reference(self, workdir):
@@ -150,7 +151,7 @@ class MultiHostBinaryTest(absltest.TestCase):
         wait_until(lambda: "training with data parallelism" in runs[1].stderr, runs[1], timeout=_TIMEOUT,
                    what="process 1 to start training")
         runs[1].process.send_signal(signal.SIGTERM)
-        self._wait(runs)
+        self._wait(runs, expected=EXIT_INTERRUPTED)
         self.assertIn("over 2 process(es)", runs[0].stderr)
         stopped = checkpoint_steps(workdir)[-1]
         self.assertLess(stopped, _STEPS)

@@ -28,7 +28,7 @@ from absl import app, flags
 from workshop.data.sources import encode_text_prompt, write_decoded_samples
 from workshop.eval.quality import sample_quality
 from workshop.models.diffusion.super_resolution import average_pool
-from workshop.train import experiment
+from workshop.train import cli, experiment
 from workshop.train.cli import quiet_library_logs, user_path
 from workshop.train.image_grid import save_labelled_panels
 from workshop.train.sampling import restore_workdir, write_samples
@@ -199,7 +199,7 @@ def _compare(trainer, state, output_dir, num_samples, labels, options) -> None:
 
 def run():
     """Console-script entry point (pip installs)."""
-    app.run(main)
+    cli.run(main, name="sample")
 
 
 if __name__ == "__main__":

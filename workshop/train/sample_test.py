@@ -3,6 +3,9 @@
 import json
 import os
 import pathlib
+import shutil
+import subprocess
+import sys
 from unittest import mock
 
 import jax.numpy as jnp
@@ -110,6 +113,19 @@ class SampleBinaryTest(absltest.TestCase):
             self._run(labels=["1"], output_dir=out)
         with self.assertRaisesRegex(app.UsageError, "steps"):
             self._run(sampler="ddim", steps=21, num_samples=1, output_dir=out)
+
+    def test_workdir_without_a_checkpoint_is_refused_in_one_line_and_left_as_it_was(self):
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        shutil.copy(self.workdir / "config.json", workdir / "config.json")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        run = subprocess.run([sys.executable, "-m", "workshop.train.sample", f"--workdir={workdir}"], env=env,
+                             capture_output=True, text=True, timeout=300)
+        self.assertEqual(run.returncode, 1, run.stderr[-3000:])
+        self.assertNotIn("Traceback", run.stderr)
+        self.assertRegex(run.stderr.splitlines()[-1],
+                         rf"^sample: error: {workdir} has no checkpoint yet: train it first "
+                         rf"\(//workshop/train:train --workdir={workdir}\)")
+        self.assertEqual(sorted(p.name for p in workdir.iterdir()), ["config.json"])  # no checkpoints/, generated/
 
 
 if __name__ == "__main__":

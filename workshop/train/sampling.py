@@ -36,6 +36,9 @@ def restore_workdir(
     """
     workdir = pathlib.Path(workdir)
     cfg = load_experiment_config(workdir)
+    if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):  # creates nothing, unlike orbax
+        raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first (//workshop/train:train "
+                                f"--workdir={workdir}), or pass the workdir of a run that wrote one")
     # Sampling runs on one device, whatever mesh trained the checkpoint (it restores onto any).
     cfg = dataclasses.replace(cfg, training=cfg.training.model_copy(update={"parallelism": "none", "num_devices": None}))
     trainer = make_trainer(create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed)), cfg)

@@ -389,7 +389,7 @@ class Trainer:
         self._bad_in_a_row, self._first_bad, self._rollbacks = 0, 0, 0
         step = int(state.step)
         self._call(callbacks, "on_train_begin", self, state)
-        pending: list[dict[str, jax.Array]] = []
+        self._pending = pending = []  # the metrics of the steps since the last logging step
         while step < cfg.num_steps and self._stop_reason is None:
             try:
                 batch = next(batches)
@@ -401,14 +401,31 @@ class Trainer:
             pending.append(metrics)
             if step % cfg.log_every == 0 or step == cfg.num_steps:
                 state = self._log(state, pending, step, callbacks, checkpointer)
-                pending = []
+                self._pending = pending = []
             if eval_batches is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.num_steps):
                 self._call(callbacks, "on_eval", self, step, self.evaluate(state, eval_batches()))
             self._call(callbacks, "on_step_end", self, step, state)
         if pending:
             state = self._log(state, pending, step, callbacks, checkpointer)
+            self._pending = []
         self._call(callbacks, "on_train_end", self, step, state)
         return state
+
+    def bad_steps_in_a_row(self) -> int:
+        """How many of the latest steps in a row the NaN guard skipped (0: the last step was applied).
+
+        Such a state holds the parameters that failed, so checkpoints must not
+        be written of it (`CheckpointCallback` asks before each save). Reads
+        the skipped flags of the steps not logged yet from the device: a host
+        sync, meant for points that sync anyway (a save).
+        """
+        flags = [m["skipped"] for m in getattr(self, "_pending", ()) if "skipped" in m]
+        before = getattr(self, "_bad_in_a_row", 0)
+        if not flags:
+            return before
+        skipped = np.asarray(jax.device_get(jnp.stack(flags)))
+        applied = np.flatnonzero(skipped == 0)
+        return int(len(skipped) - 1 - applied[-1]) if applied.size else before + len(skipped)
 
     def _log(self, state: TrainState, pending, step: int, callbacks, checkpointer) -> TrainState:
         """Reduces the pending metrics, handles skipped steps, calls `on_log`."""

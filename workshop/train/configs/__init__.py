@@ -1,10 +1,15 @@
 """ml_collections config files for //workshop/train:train, one per model.
 
-Every config file ends with `return with_defaults(config)`: the training and
-data sections then hold every field of `TrainingConfiguration` and
-`DataConfiguration` (a config file states only what it changes), so any field
-can be set from the command line, e.g. `--config.training.precision=bfloat16`
-or `--config.training.max_bad_steps=10`, even one whose default is None.
+Every config file ends with `return with_defaults(config)`: the training,
+data and eval sections then hold every field of `TrainingConfiguration`,
+`DataConfiguration` and `EvaluationConfiguration` (a config file states only
+what it changes), so any field can be set from the command line, e.g.
+`--config.training.precision=bfloat16`, `--config.training.max_bad_steps=10`
+or `--config.eval.every_steps=100`, even one whose default is None.
+
+List-valued model fields become tuples, the form ml_collections overrides:
+`--config.model.encoder_features=256,256`, or `=[256,256]` (a JSON list), or
+`--config.model.parameters.hidden_features=64` (a one-element list).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import typing
 import pydantic
 from ml_collections import config_dict
 
-from workshop.core.configuration import DataConfiguration, TrainingConfiguration
+from workshop.core.configuration import DataConfiguration, EvaluationConfiguration, TrainingConfiguration
 
 __all__ = ["with_defaults"]
 
@@ -54,15 +59,28 @@ def _fill(section: config_dict.ConfigDict, schema: type[pydantic.BaseModel]) -> 
                 section[name] = default
 
 
+def _lists_to_tuples(value: typing.Any) -> typing.Any:
+    if isinstance(value, (dict, config_dict.ConfigDict)):
+        return {k: _lists_to_tuples(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_lists_to_tuples(v) for v in value)
+    return value
+
+
 def with_defaults(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
-    """Adds the missing fields of `config.training` and `config.data` at their defaults.
+    """Adds the missing fields of `config.training`, `config.data` and `config.eval` at their defaults.
 
     None defaults become typed placeholders (`config_dict.placeholder(int)`), so
     `--config.training.num_devices=8` type-checks and the value stays None
-    unless set. Fields already in the config are kept as they are.
+    unless set. Fields already in the config are kept as they are, but the
+    lists of `config.model` become tuples (overridable from the command line;
+    `parse_config` validates them as lists).
     """
-    for name, schema in (("training", TrainingConfiguration), ("data", DataConfiguration)):
+    sections = (("training", TrainingConfiguration), ("data", DataConfiguration), ("eval", EvaluationConfiguration))
+    for name, schema in sections:
         if name not in config:
             config[name] = config_dict.ConfigDict()
         _fill(config[name], schema)
+    if "model" in config:
+        config.model = config_dict.ConfigDict(_lists_to_tuples(config.model))
     return config
