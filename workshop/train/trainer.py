@@ -262,34 +262,36 @@ class Trainer:
 
         (_, (metrics, rest)), grads, finite = scaled_value_and_grad(
             loss_fn, scaler, state.loss_scale, has_aux=True)(state.params)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema = state.ema_params
-        if ema is not None:
-            # Warm-up of the EMA (as in TF's ExponentialMovingAverage with num_updates):
-            # early averages do not drag in the random initialisation for long.
-            decay = jnp.minimum(self.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-            ema = optax.incremental_update(params, ema, step_size=1.0 - decay)
         metrics = dict(metrics)
         metrics["grad_norm"] = optax.global_norm(grads)
         metrics["learning_rate"] = self.schedule(state.step)
         loss_scale = state.loss_scale
         if scaler is not None:
             # An overflow step changes nothing but the scale (halved) and the step count.
-            def keep(new, old):
-                return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-
-            params, opt_state, ema, rest = keep((params, opt_state, ema, rest),
-                                                (state.params, state.opt_state, state.ema_params, state.rest))
             loss_scale = scaler.adjust(state.loss_scale, finite)
             metrics["grad_norm"] = jnp.where(finite, metrics["grad_norm"], 0.0)
             metrics["grads_finite"] = finite.astype(jnp.float32)
             metrics["loss_scale"] = state.loss_scale["scale"]
-        new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema_params=ema,
-                                  loss_scale=loss_scale)
+
+        def update(old, grads, new_rest):
+            params, opt_state, ema, _ = old
+            updates, opt_state = self.tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            if ema is not None:
+                # Warm-up of the EMA (as in TF's ExponentialMovingAverage with num_updates):
+                # early averages do not drag in the random initialisation for long.
+                decay = jnp.minimum(self.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+                ema = optax.incremental_update(params, ema, step_size=1.0 - decay)
+            return params, opt_state, ema, new_rest
+
         # NaN guard (fit): a NaN/Inf loss, metric or gradient norm drops the whole update;
         # the step (the data position) and the loss scale still advance.
-        return skip_nonfinite_update(metrics, new_state, state.replace(step=new_state.step, loss_scale=loss_scale))
+        (params, opt_state, ema, rest), metrics = skip_nonfinite_update(
+            metrics, update, (state.params, state.opt_state, state.ema_params, state.rest), grads, rest,
+            finite=finite if scaler is not None else None)
+        new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema_params=ema,
+                                  loss_scale=loss_scale)
+        return new_state, metrics
 
     def _eval_step(self, params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         model = nnx.merge(self.eval_graphdef, params, rest, copy=True)
