@@ -430,7 +430,10 @@ class Trainer:
         has no guard (a trainer whose step reports no `"skipped"`) or when
         `max_bad_steps` is None.
         """
-        stacked = jax.device_get({k: jnp.stack([m[k] for m in pending]) for k in pending[0]})
+        # One transfer of every pending scalar, stacked on the host: a `jnp.stack` would compile
+        # anew for every count of pending steps (a resumed or stopped run's last window).
+        host = jax.device_get(pending)
+        stacked = {k: np.stack([np.asarray(m[k]) for m in host]) for k in host[0]}
         skipped = stacked.pop("skipped", None)
         applied = np.ones(len(pending), bool) if skipped is None else skipped == 0
         if skipped is None or self.config.max_bad_steps is None:

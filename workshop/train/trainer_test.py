@@ -1,11 +1,14 @@
 """Tests for the Trainer on a toy model with a known loss, written against the protocol."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 from flax import nnx
 
+from workshop.core.compile_counter import count_compiles
 from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.trainer import NonFiniteLossError, Trainer
@@ -118,6 +121,18 @@ class TrainerTest(parameterized.TestCase):
         jax.tree.map(np.testing.assert_array_equal, resumed.params, full_state.params)
         jax.tree.map(np.testing.assert_array_equal, resumed.ema_params, full_state.ema_params)
         ckpt.close()
+
+    def test_logging_windows_of_any_length_compile_nothing(self):
+        trainer = Trainer(_NoisyGaussian(3, rngs=nnx.Rngs(0)), _config(num_steps=100, log_every=4))
+        recorder, data = _Recorder(), _batches()
+        state = trainer.fit(trainer.init_state(), itertools.islice(data, 5), callbacks=[recorder])  # windows 4, 1
+        with count_compiles() as compiles:
+            # Windows of 3 pending steps (6-8, and 9-11 where the data runs out): a length not seen before.
+            state = trainer.fit(state, itertools.islice(data, 6), callbacks=[recorder])
+            state = trainer.fit(state, itertools.islice(data, 2), callbacks=[recorder])
+        self.assertEqual(compiles.count, 0)
+        self.assertEqual(sorted(recorder.logs), [4, 5, 8, 11, 12, 13])
+        self.assertEqual(int(state.step), 13)
 
     def test_nan_is_reported_with_its_step(self):
         trainer = Trainer(_NoisyGaussian(3, rngs=nnx.Rngs(0)), _config(log_every=5))
