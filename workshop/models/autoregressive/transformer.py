@@ -41,6 +41,7 @@ from workshop.models.autoregressive import quantization
 from workshop.models.autoregressive.attention import CausalSelfAttention, KVCache
 from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
+from workshop.models.layers.compiled_sampling import compiled_sampling
 
 __all__ = ["Transformer", "TransformerParameters"]
 
@@ -274,6 +275,7 @@ class Transformer(nnx.Module):
             new.append(cache)
         return self.head(self.final_norm(h))[:, 0].astype(jnp.float32), new
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  use_cache: bool = True) -> jax.Array:

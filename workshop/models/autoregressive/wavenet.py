@@ -37,6 +37,7 @@ from workshop.models.autoregressive import quantization
 from workshop.models.autoregressive.masked_conv import gate
 from workshop.models.autoregressive.sampling import check_sampling_settings, sample_categorical
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
+from workshop.models.layers.compiled_sampling import compiled_sampling
 
 __all__ = ["WaveNet", "WaveNetParameters"]
 
@@ -199,6 +200,7 @@ class WaveNet(nnx.Module):
         return self._log_prob(self(x, labels=labels))
 
     # ----------------------------------------------------------- sampling
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  fast: bool = True) -> jax.Array:
