@@ -74,6 +74,7 @@ from flax import nnx
 from workshop.core import losses
 from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
 from workshop.core.device_manager import apply_compute_dtype, check_precision_supported, precision_policy
+from workshop.data.pipeline import model_input
 from workshop.train.distributed import MeshSharding
 from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
@@ -261,7 +262,7 @@ class GANTrainer(Trainer):
 
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
-        real = jnp.asarray(batch["x"], jnp.float32)
+        real = jnp.asarray(model_input(batch["x"]), jnp.float32)
         if real.shape[0] % self.n_critic:
             raise ValueError(f"a GAN step with n_critic={self.n_critic} needs a batch of n_critic * m examples; "
                              f"got {real.shape[0]} (set data.batch_size to a multiple of {self.n_critic})")
@@ -344,7 +345,7 @@ class GANTrainer(Trainer):
     def _eval_step(self, g_params, d_params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         # `rest["generator"]` holds the sampling generator's batch statistics.
         model = self._model(g_params, d_params, rest, graphdef=self.eval_graphdef)
-        real = jnp.asarray(batch["x"], jnp.float32)
+        real = jnp.asarray(model_input(batch["x"]), jnp.float32)
         labels = jnp.asarray(batch["label"], jnp.int32) if self.conditional else None
         fake = model.generator(jax.random.normal(key, (real.shape[0], self.latent_dim)), labels)
         d_real, d_fake = model.discriminator(real, labels), model.discriminator(fake, labels)

@@ -25,6 +25,7 @@ from flax import nnx, struct
 
 from workshop.core.configuration import TrainingConfiguration
 from workshop.core.device_manager import apply_compute_dtype, check_precision_supported, precision_policy
+from workshop.data.pipeline import model_input
 from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
 from workshop.train.distributed import MeshSharding
@@ -242,6 +243,7 @@ class Trainer:
     # ------------------------------------------------------------ the steps
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
+        batch = {**batch, "x": model_input(batch["x"])}  # uint8 images cross to the device as uint8
         conditioning = _conditioning(self.conditional, batch)
         policy, scaler = self.policy, self.loss_scale
         mixed = policy.is_mixed
@@ -294,6 +296,7 @@ class Trainer:
         return new_state, metrics
 
     def _eval_step(self, params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+        batch = {**batch, "x": model_input(batch["x"])}
         model = nnx.merge(self.eval_graphdef, params, rest, copy=True)
         outputs = model(batch["x"], rngs=nnx.Rngs(key), **_conditioning(self.conditional, batch))
         return model.loss_fn(batch, outputs)
