@@ -17,6 +17,11 @@ coordinates (floats become float32). Every batch is a pure function of `(seed, s
 * `binarize="fixed"` draws once per example from a stream keyed by `seed` and
   indexed by the example index: the same bits in every epoch, for test sets.
 
+With `image_dtype="uint8"` image batches stay uint8 (grey levels; binarized
+pixels as 0 or 255) so they cross to the device at a quarter of the float32
+bytes, and `model_input` turns them into the same float32 values inside the
+compiled step (bit for bit: a lookup of the host's 256 quotients `k / 255`).
+
 So resuming with `start_step=k` (or `set_state({"step": k})`) yields exactly the
 batches an uninterrupted run yields from step k on.
 
@@ -48,9 +53,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BINARIZE_MODES", "BatchPipeline"]
+__all__ = ["BINARIZE_MODES", "IMAGE_DTYPES", "BatchPipeline", "model_input"]
 
 BINARIZE_MODES = ("none", "dynamic", "fixed")
+IMAGE_DTYPES = ("float32", "uint8")
 
 # Third SeedSequence word separating the random streams of one seed. The
 # shuffle stream uses `[seed, epoch]`, which SeedSequence treats like
@@ -61,6 +67,7 @@ _FIXED_TAG = 2
 # for black, exactly 1 for white, grey / 255 within 2**-32 in between.
 _THRESHOLDS = (np.arange(256, dtype=np.uint64) * 2**32 + 254) // 255
 _FIXED_CHUNK = 4096  # Examples binarized at once when "fixed" precomputes.
+_GREY_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)  # float32 [256]: the model input of each level
 
 
 def _philox_key(*words: int) -> np.ndarray:
@@ -91,6 +98,24 @@ def _bernoulli(grey: np.ndarray, key: np.ndarray, first: int) -> np.ndarray:
     return (draws < _THRESHOLDS[grey]).astype(np.uint8)
 
 
+def model_input(x: Any) -> Any:
+    """The model's view of a batch's `"x"`: uint8 grey levels become float32 `x / 255`, the rest is unchanged.
+
+    Works on numpy arrays and inside a compiled step (`jax.Array`, tracers),
+    where it turns the uint8 batches of `BatchPipeline(image_dtype="uint8")`
+    into exactly the float32 batches of the default `image_dtype`.
+    """
+    if x.dtype != np.uint8:
+        return x
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float32) / np.float32(255)
+    import jax.numpy as jnp  # only when given a jax array: the pipeline itself needs no jax
+
+    # A lookup of the host's 256 quotients rather than `x / 255`: XLA turns division by a
+    # constant into multiplication by its reciprocal, which is off by one ulp for some levels.
+    return jnp.asarray(_GREY_LEVELS)[x.astype(jnp.int32)]
+
+
 def _produce(pipeline_ref: weakref.ref, step: int, out: queue.Queue, stop: threading.Event) -> None:
     """Background thread: puts batches from `step` on, until the end or `stop`."""
     while not stop.is_set():
@@ -117,8 +142,9 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
     """Shuffled, optionally binarized batches of an in-memory dataset.
 
     An iterator of dicts: `"x"` float32 `[B, H, W, C]` in [0, 1] (uint8 / 255,
-    or 0/1 when binarized; integer ids stay int32, other floats become
-    float32), `"label"` int32 `[B]`, and every other source key gathered as
+    or 0/1 when binarized; with `image_dtype="uint8"` uint8 grey levels, 0/255
+    when binarized; integer ids stay int32, other floats become float32),
+    `"label"` int32 `[B]`, and every other source key gathered as
     is. B is `batch_size / shard_count` (`local_batch_size`) except for a
     smaller last batch of an epoch when `drop_remainder=False`.
 
@@ -141,6 +167,7 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
         start_step: int = 0,
         shard_index: int = 0,
         shard_count: int = 1,
+        image_dtype: str = "float32",
     ):
         """Builds the pipeline; nothing is computed until the first batch.
 
@@ -163,6 +190,9 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
           shard_count: the number of parts (`jax.process_count()`); must
             divide `batch_size` (and the last batch's size when
             `drop_remainder=False`).
+          image_dtype: "float32" (uint8 images become float32 in [0, 1]) or
+            "uint8" (they stay uint8 grey levels, binarized pixels 0 or 255;
+            `model_input` converts them on the device).
         """
         if not source:
             raise ValueError("source is empty; expected a dict of arrays such as {'x': ..., 'label': ...}")
@@ -188,6 +218,8 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
             raise ValueError(f"binarize {binarize!r} is unknown; known: {', '.join(BINARIZE_MODES)}")
         if binarize != "none" and self._source.get("x", np.empty(0)).dtype != np.uint8:
             raise ValueError(f"binarize={binarize!r} needs a uint8 'x' array in source (grey levels 0..255)")
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype {image_dtype!r} is unknown; known: {', '.join(IMAGE_DTYPES)}")
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         if not isinstance(shard_count, (int, np.integer)) or shard_count < 1:
@@ -212,6 +244,7 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
         self.drop_remainder = drop_remainder
         self.num_epochs = num_epochs
         self.binarize = binarize
+        self.image_dtype = image_dtype
         self.prefetch = int(prefetch)
         self.shard_index = int(shard_index)
         self.shard_count = int(shard_count)
@@ -275,7 +308,7 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
           step: 0 <= step < num_steps.
 
         Returns:
-          `{"x": float32 [B, H, W, C], "label": int32 [B], ...}`: this
+          `{"x": float32 (or uint8) [B, H, W, C], "label": int32 [B], ...}`: this
           shard's rows of the global batch (all of them when `shard_count=1`).
         """
         if step < 0 or self._is_done(step):
@@ -293,13 +326,18 @@ class BatchPipeline(Iterator[dict[str, np.ndarray]]):
             if key != "x":
                 dtype = np.int32 if key == "label" else values.dtype
                 batch[key] = values[rows].astype(dtype)  # A copy, never a view of source.
-            elif self.binarize == "dynamic":
-                bits = _bernoulli(values[rows], _philox_key(self.seed, epoch, _DYNAMIC_TAG), start)
-                batch[key] = bits.astype(np.float32)
-            elif self.binarize == "fixed":
-                batch[key] = self._fixed_bits[rows].astype(np.float32)
+            elif self.binarize != "none":
+                if self.binarize == "dynamic":
+                    bits = _bernoulli(values[rows], _philox_key(self.seed, epoch, _DYNAMIC_TAG), start)
+                else:
+                    bits = self._fixed_bits[rows]
+                batch[key] = bits * np.uint8(255) if self.image_dtype == "uint8" else bits.astype(np.float32)
             elif values.dtype == np.uint8:
-                batch[key] = values[rows].astype(np.float32) / np.float32(255)
+                grey = values[rows]
+                if self.image_dtype == "uint8":
+                    batch[key] = grey.copy() if isinstance(rows, slice) else grey  # never a view of source
+                else:
+                    batch[key] = model_input(grey)
             elif np.issubdtype(values.dtype, np.integer):  # Token or class ids: kept as ids.
                 batch[key] = values[rows].astype(np.int32)
             else:

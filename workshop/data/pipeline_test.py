@@ -4,9 +4,11 @@ import itertools
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from workshop.data.pipeline import BatchPipeline
+from workshop.data.pipeline import BatchPipeline, model_input
 
 
 def _source(n=10, shape=(4, 4, 1), seed=0):
@@ -90,6 +92,26 @@ class BatchContentTest(parameterized.TestCase):
         batch = next(BatchPipeline.for_evaluation(source, batch_size=4))
         batch["index"][0] = 99
         self.assertEqual(source["index"][0], 0)
+        batch = next(BatchPipeline(source, batch_size=4, shuffle=False, image_dtype="uint8"))
+        batch["x"][0] = 7
+        self.assertFalse((source["x"][0] == 7).all())
+
+    @parameterized.product(binarize=["none", "dynamic", "fixed"], shuffle=[True, False])
+    def test_uint8_batches_become_the_float_batches_on_the_device(self, binarize, shuffle):
+        source = _source(n=12)
+        floats = _take(BatchPipeline(source, batch_size=4, seed=5, binarize=binarize, shuffle=shuffle), 6)
+        grey = _take(BatchPipeline(source, batch_size=4, seed=5, binarize=binarize, shuffle=shuffle,
+                                   image_dtype="uint8"), 6)
+        to_float = jax.jit(model_input)
+        for f, g in zip(floats, grey):
+            self.assertEqual(g["x"].dtype, np.uint8)
+            if binarize != "none":
+                self.assertTrue(np.isin(g["x"], [0, 255]).all())
+            on_device = to_float(jnp.asarray(g["x"]))
+            self.assertEqual(on_device.dtype, jnp.float32)
+            np.testing.assert_array_equal(np.asarray(on_device), f["x"])  # bit for bit
+            np.testing.assert_array_equal(model_input(g["x"]), f["x"])
+            np.testing.assert_array_equal(g["index"], f["index"])
 
     @parameterized.named_parameters(
         ("ragged", {"x": np.zeros((3, 2, 2, 1), np.uint8), "label": np.zeros(4)}, {}, "leading dim"),
@@ -97,6 +119,7 @@ class BatchContentTest(parameterized.TestCase):
         ("binarize_name", _source(), {"binarize": "random"}, "binarize 'random' is unknown; known: none"),
         ("binarize_float", {"x": np.zeros((8, 2, 2, 1), np.float32)}, {"binarize": "dynamic"}, "uint8"),
         ("negative_seed", _source(), {"seed": -1}, "seed"),
+        ("image_dtype", _source(), {"image_dtype": "float16"}, "image_dtype 'float16' is unknown; known: float32"),
     )
     def test_bad_settings_are_refused(self, source, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from workshop.core import registry
+from workshop.data.pipeline import model_input
 
 __all__ = [
     "ESTIMATE_KINDS",
@@ -203,6 +204,7 @@ def _per_example(model: nnx.Module, batches: Iterable[dict[str, Any]], *, num_sa
     @jax.jit
     def per_example(state, batch, key):
         m = nnx.merge(graphdef, state, copy=True)
+        batch = {**batch, "x": model_input(batch["x"])}
         cond = {"labels": batch["label"]} if conditional else {}
         if joint:
             log_prob, elbo = m.log_prob_and_elbo(batch["x"], rngs=nnx.Rngs(key), **kwargs, **cond)

@@ -153,6 +153,7 @@ def _train_batches(cfg: ExperimentConfig, source, start_step: int) -> BatchPipel
         start_step=start_step,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
+        image_dtype="uint8",  # converted on the device, inside the train step
     )
 
 
@@ -287,6 +288,8 @@ def _inject_nan_batches(batches: Iterator[dict[str, Any]], start_step: int) -> I
     def poisoned():
         for step, batch in enumerate(batches, start_step):
             if step in steps:
+                if batch["x"].dtype == np.uint8:  # images travel as uint8: NaN needs their float32 form
+                    batch = {**batch, "x": batch["x"].astype(np.float32)}
                 if not np.issubdtype(batch["x"].dtype, np.floating):
                     raise ValueError(f"{NAN_BATCHES_ENV} needs a floating-point batch 'x', got {batch['x'].dtype}")
                 batch = {**batch, "x": np.full_like(batch["x"], np.nan)}

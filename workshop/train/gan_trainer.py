@@ -74,6 +74,7 @@ from flax import nnx
 from workshop.core import losses
 from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
 from workshop.core.device_manager import apply_compute_dtype, check_precision_supported, precision_policy
+from workshop.data.pipeline import model_input
 from workshop.train.distributed import MeshSharding
 from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
@@ -261,7 +262,7 @@ class GANTrainer(Trainer):
 
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
-        real = jnp.asarray(batch["x"], jnp.float32)
+        real = jnp.asarray(model_input(batch["x"]), jnp.float32)
         if real.shape[0] % self.n_critic:
             raise ValueError(f"a GAN step with n_critic={self.n_critic} needs a batch of n_critic * m examples; "
                              f"got {real.shape[0]} (set data.batch_size to a multiple of {self.n_critic})")
@@ -305,40 +306,46 @@ class GANTrainer(Trainer):
         z = self._on_mesh(jax.random.normal(jax.random.fold_in(key, self.n_critic), (m, self.latent_dim)), 0)
         (g_loss, new_rest), g_grads, g_finite = scaled_value_and_grad(
             self._generator_objective, scaler, scale_state, has_aux=True)(g_params, d_params, rest, g_labels, z)
-        updates, g_opt = self.g_tx.update(g_grads, state.opt_state["generator"], g_params)
-        g_params, g_opt, rest = keep_if(g_finite, (optax.apply_updates(g_params, updates), g_opt, new_rest),
-                                        (g_params, state.opt_state["generator"], rest))
-        ema = state.ema_params
-        if ema is not None:
-            # The warm-up of `Trainer`: early averages do not keep the initialisation for long.
-            decay = jnp.minimum(self.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-            ema = {"params": optax.incremental_update(g_params, ema["params"], step_size=1.0 - decay),
-                   "batch_stats": ema["batch_stats"]}
-            if self.generator_has_stats:
-                ema["batch_stats"] = self._ema_generator_stats(ema, d_params, rest, g_labels, z)
         d_finite = d_metrics.pop("d_grads_finite")
         metrics = {name: jnp.mean(value) for name, value in d_metrics.items()}
         metrics.update(g_loss=g_loss, g_grad_norm=jnp.where(g_finite, optax.tree.norm(g_grads), 0.0),
                        g_learning_rate=self.g_schedule(state.step), d_learning_rate=self.d_schedule(state.step))
-        new_state = state.replace(step=state.step + 1, params={"generator": g_params, "discriminator": d_params},
-                                  rest=rest, opt_state={"generator": g_opt, "discriminator": d_opt}, ema_params=ema)
+        finite, loss_scale = None, state.loss_scale
         if scaler is not None:
             # One overflowing update voids the whole step (the updates after it depend on it): only the
             # scale (halved) and the step count change.
             finite = jnp.all(d_finite) & g_finite
-            new_state = keep_if(finite, new_state, state.replace(step=new_state.step))
-            new_state = new_state.replace(loss_scale=scaler.adjust(scale_state, finite))
+            loss_scale = scaler.adjust(scale_state, finite)
             metrics.update(grads_finite=finite.astype(jnp.float32), loss_scale=scale_state["scale"])
+
+        def update(old, d_params, d_opt, g_grads, new_rest):
+            g_params, g_opt = old["params"]["generator"], old["opt_state"]["generator"]
+            updates, g_opt = self.g_tx.update(g_grads, g_opt, g_params)
+            g_params = optax.apply_updates(g_params, updates)
+            ema = old["ema"]
+            if ema is not None:
+                # The warm-up of `Trainer`: early averages do not keep the initialisation for long.
+                decay = jnp.minimum(self.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+                ema = {"params": optax.incremental_update(g_params, ema["params"], step_size=1.0 - decay),
+                       "batch_stats": ema["batch_stats"]}
+                if self.generator_has_stats:
+                    ema["batch_stats"] = self._ema_generator_stats(ema, d_params, new_rest, g_labels, z)
+            return {"params": {"generator": g_params, "discriminator": d_params}, "rest": new_rest,
+                    "opt_state": {"generator": g_opt, "discriminator": d_opt}, "ema": ema}
+
         # A non-finite step changes nothing but the data position and the loss scale (see Trainer.fit,
-        # max_bad_steps).
-        return skip_nonfinite_update(metrics, new_state,
-                                     state.replace(step=new_state.step, loss_scale=new_state.loss_scale))
+        # max_bad_steps); the update runs only when the step is good (`skip_nonfinite_update`).
+        old = {"params": state.params, "rest": state.rest, "opt_state": state.opt_state, "ema": state.ema_params}
+        new, metrics = skip_nonfinite_update(metrics, update, old, d_params, d_opt, g_grads, new_rest,
+                                             finite=finite)
+        return state.replace(step=state.step + 1, params=new["params"], rest=new["rest"],
+                             opt_state=new["opt_state"], ema_params=new["ema"], loss_scale=loss_scale), metrics
 
     # ------------------------------------------------------ eval and sampling
     def _eval_step(self, g_params, d_params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         # `rest["generator"]` holds the sampling generator's batch statistics.
         model = self._model(g_params, d_params, rest, graphdef=self.eval_graphdef)
-        real = jnp.asarray(batch["x"], jnp.float32)
+        real = jnp.asarray(model_input(batch["x"]), jnp.float32)
         labels = jnp.asarray(batch["label"], jnp.int32) if self.conditional else None
         fake = model.generator(jax.random.normal(key, (real.shape[0], self.latent_dim)), labels)
         d_real, d_fake = model.discriminator(real, labels), model.discriminator(fake, labels)

@@ -1,6 +1,9 @@
 """Tests of the NaN guard: a NaN/Inf step changes nothing, is counted or raised, and N in a row roll back."""
 
+import math
 import pathlib
+import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +11,8 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from flax import nnx
 
-from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
+from workshop.core.configuration import ModelConfiguration, OptimizerConfiguration, TrainingConfiguration
+from workshop.models.vae import VAE
 from workshop.train import experiment
 from workshop.train.callbacks import CheckpointCallback
 from workshop.train.checkpointing import Checkpointer
@@ -233,6 +237,44 @@ class NonFiniteTest(parameterized.TestCase):
         self.assertNotIn("loss", records[27])
         self.assertEqual({r["rollbacks"] for s, r in records.items() if s >= 28}, {1})
         self.assertTrue(all(np.isfinite(r["loss"]) for s, r in records.items() if s not in (26, 27, 28)))
+
+
+def _copied_shapes(hlo_text: str, dtype: str = "f32") -> list[tuple[int, ...]]:
+    """Shapes of the `copy` instructions of `dtype` in compiled HLO text."""
+    shapes = []
+    for match in re.finditer(rf"= {dtype}\[([\d,]*)\]\S* copy\(", hlo_text):
+        shapes.append(tuple(int(d) for d in match.group(1).split(",") if d))
+    return shapes
+
+
+class GuardCostTest(parameterized.TestCase):
+    """The guard costs no copy of the state: the compiled step updates the donated buffers in place."""
+
+    @parameterized.named_parameters(("adam", None, None), ("clip_cosine_ema", 100.0, 0.999))
+    def test_compiled_step_copies_no_state_and_uses_every_donated_buffer(self, clip, ema):
+        model = VAE(ModelConfiguration(model_type="vae", input_shape=(8, 8, 1), latent_dim=4, backbone_type="mlp",
+                                       encoder_features=[48, 24], decoder_features=[24, 48]), rngs=nnx.Rngs(0))
+        config = _config(ema_decay=ema, optimizer=OptimizerConfiguration(
+            learning_rate=1e-3, schedule="warmup_cosine" if clip else "constant", warmup_steps=10 if clip else 0,
+            grad_clip_norm=clip))
+        trainer = Trainer(model, config)
+        state = trainer.init_state()
+        batch = {"x": np.zeros((16, 8, 8, 1), np.float32)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = trainer.train_step.lower(state, batch).compile()
+            trainer.train_step(state, batch)
+        self.assertEqual([str(w.message) for w in caught if "donat" in str(w.message)], [])
+        # Every state leaf larger than a scalar has a shape no other array of the step has: a copy
+        # of that shape is a copy of the parameters, the Adam moments or the EMA.
+        state_shapes = {leaf.shape for leaf in jax.tree.leaves(state.to_checkpoint()) if leaf.ndim}
+        copied = [s for s in _copied_shapes(compiled.as_text()) if s in state_shapes]
+        self.assertEqual(copied, [])
+        # The whole float state (parameters, moments, EMA) is updated in place: its bytes are aliased.
+        float_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves((state.params, state.opt_state, state.ema_params))
+                          if jnp.issubdtype(leaf.dtype, jnp.floating))
+        self.assertGreaterEqual(compiled.memory_analysis().alias_size_in_bytes, float_bytes)
+        self.assertGreater(float_bytes, 4 * math.prod((64, 48)))
 
 
 if __name__ == "__main__":

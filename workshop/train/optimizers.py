@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, Callable, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -75,16 +75,25 @@ def make_optimizer(config: OptimizerConfiguration, num_steps: int) -> tuple[opta
 
 
 def skip_nonfinite_update(
-    metrics: dict[str, jax.Array], new_state: State, old_state: State
+    metrics: dict[str, jax.Array], update: Callable[..., State], old: State, *inputs: Any,
+    finite: jax.Array | None = None,
 ) -> tuple[State, dict[str, jax.Array]]:
-    """Inside a compiled step: keeps `old_state` when the step went non-finite.
+    """Inside a compiled step: applies `update` only when the step stayed finite.
 
     A step is bad when any of its scalar `metrics` is NaN or Inf: the loss,
     every metric of `loss_fn`, and the global gradient norm (NaN/Inf as soon
-    as one gradient element is). The select covers the whole state, so the
+    as one gradient element is). A bad step keeps `old` whole, so the
     parameters, the optimizer state, the EMA and the model's other variables
     (batch statistics, ...) all stay as they were; the caller decides what
     advances anyway (the step counter, i.e. the data position).
+
+    The update runs under `lax.cond` rather than being computed and then
+    selected against `old` (`optax.tree.where`): a select reads the old and
+    the new value of every leaf after the update, so XLA copies the donated
+    optimizer state and EMA every step to keep the old values alive (18
+    copies, 13 MB, per step of the 1.1M-parameter MLP VAE with EMA). Under the
+    cond the taken branch updates the donated buffers in place and the other
+    passes them through.
 
     `optax.apply_if_finite` does not fit here: it guards only the optimizer's
     update (a NaN batch would still reach the batch statistics and the EMA),
@@ -93,13 +102,18 @@ def skip_nonfinite_update(
 
     Args:
       metrics: the step's scalar metrics, each `[]`.
-      new_state: the state after the update (any pytree).
-      old_state: the state to keep on a bad step (same structure).
+      update: `(old, *inputs) -> new`, the state after the update (any pytree
+        of `old`'s structure, shapes and dtypes).
+      old: the state before the update, kept on a bad step.
+      *inputs: further arrays `update` reads (gradients, new batch statistics).
+      finite: an extra bool `[]` condition that does not count as a bad step
+        (float16 loss scaling's gradient overflow), or None.
 
     Returns:
       `(state, metrics)`, the metrics with `"skipped"` added: int32 `[]`, 1 when
-      the update was dropped.
+      the step was bad.
     """
     ok = all_finite(metrics)
-    state = optax.tree.where(ok, new_state, old_state)
+    apply = ok if finite is None else ok & finite
+    state = jax.lax.cond(apply, update, lambda old, *_: old, old, *inputs)
     return state, {**metrics, "skipped": jnp.logical_not(ok).astype(jnp.int32)}

@@ -25,6 +25,7 @@ from flax import nnx, struct
 
 from workshop.core.configuration import TrainingConfiguration
 from workshop.core.device_manager import apply_compute_dtype, check_precision_supported, precision_policy
+from workshop.data.pipeline import model_input
 from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
 from workshop.train.distributed import MeshSharding
@@ -242,6 +243,7 @@ class Trainer:
     # ------------------------------------------------------------ the steps
     def _train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.rng, state.step)
+        batch = {**batch, "x": model_input(batch["x"])}  # uint8 images cross to the device as uint8
         conditioning = _conditioning(self.conditional, batch)
         policy, scaler = self.policy, self.loss_scale
         mixed = policy.is_mixed
@@ -262,36 +264,39 @@ class Trainer:
 
         (_, (metrics, rest)), grads, finite = scaled_value_and_grad(
             loss_fn, scaler, state.loss_scale, has_aux=True)(state.params)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema = state.ema_params
-        if ema is not None:
-            # Warm-up of the EMA (as in TF's ExponentialMovingAverage with num_updates):
-            # early averages do not drag in the random initialisation for long.
-            decay = jnp.minimum(self.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-            ema = optax.incremental_update(params, ema, step_size=1.0 - decay)
         metrics = dict(metrics)
         metrics["grad_norm"] = optax.global_norm(grads)
         metrics["learning_rate"] = self.schedule(state.step)
         loss_scale = state.loss_scale
         if scaler is not None:
             # An overflow step changes nothing but the scale (halved) and the step count.
-            def keep(new, old):
-                return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-
-            params, opt_state, ema, rest = keep((params, opt_state, ema, rest),
-                                                (state.params, state.opt_state, state.ema_params, state.rest))
             loss_scale = scaler.adjust(state.loss_scale, finite)
             metrics["grad_norm"] = jnp.where(finite, metrics["grad_norm"], 0.0)
             metrics["grads_finite"] = finite.astype(jnp.float32)
             metrics["loss_scale"] = state.loss_scale["scale"]
-        new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema_params=ema,
-                                  loss_scale=loss_scale)
+
+        def update(old, grads, new_rest):
+            params, opt_state, ema, _ = old
+            updates, opt_state = self.tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            if ema is not None:
+                # Warm-up of the EMA (as in TF's ExponentialMovingAverage with num_updates):
+                # early averages do not drag in the random initialisation for long.
+                decay = jnp.minimum(self.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+                ema = optax.incremental_update(params, ema, step_size=1.0 - decay)
+            return params, opt_state, ema, new_rest
+
         # NaN guard (fit): a NaN/Inf loss, metric or gradient norm drops the whole update;
         # the step (the data position) and the loss scale still advance.
-        return skip_nonfinite_update(metrics, new_state, state.replace(step=new_state.step, loss_scale=loss_scale))
+        (params, opt_state, ema, rest), metrics = skip_nonfinite_update(
+            metrics, update, (state.params, state.opt_state, state.ema_params, state.rest), grads, rest,
+            finite=finite if scaler is not None else None)
+        new_state = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema_params=ema,
+                                  loss_scale=loss_scale)
+        return new_state, metrics
 
     def _eval_step(self, params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+        batch = {**batch, "x": model_input(batch["x"])}
         model = nnx.merge(self.eval_graphdef, params, rest, copy=True)
         outputs = model(batch["x"], rngs=nnx.Rngs(key), **_conditioning(self.conditional, batch))
         return model.loss_fn(batch, outputs)
@@ -445,7 +450,10 @@ class Trainer:
         has no guard (a trainer whose step reports no `"skipped"`) or when
         `max_bad_steps` is None.
         """
-        stacked = jax.device_get({k: jnp.stack([m[k] for m in pending]) for k in pending[0]})
+        # One transfer of every pending scalar, stacked on the host: a `jnp.stack` would compile
+        # anew for every count of pending steps (a resumed or stopped run's last window).
+        host = jax.device_get(pending)
+        stacked = {k: np.stack([np.asarray(m[k]) for m in host]) for k in host[0]}
         skipped = stacked.pop("skipped", None)
         applied = np.ones(len(pending), bool) if skipped is None else skipped == 0
         if skipped is None or self.config.max_bad_steps is None:

@@ -1,11 +1,14 @@
 """Tests for the Trainer on a toy model with a known loss, written against the protocol."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 from flax import nnx
 
+from workshop.core.compile_counter import count_compiles
 from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.trainer import NonFiniteLossError, Trainer
@@ -118,6 +121,34 @@ class TrainerTest(parameterized.TestCase):
         jax.tree.map(np.testing.assert_array_equal, resumed.params, full_state.params)
         jax.tree.map(np.testing.assert_array_equal, resumed.ema_params, full_state.ema_params)
         ckpt.close()
+
+    def test_logging_windows_of_any_length_compile_nothing(self):
+        trainer = Trainer(_NoisyGaussian(3, rngs=nnx.Rngs(0)), _config(num_steps=100, log_every=4))
+        recorder, data = _Recorder(), _batches()
+        state = trainer.fit(trainer.init_state(), itertools.islice(data, 5), callbacks=[recorder])  # windows 4, 1
+        with count_compiles() as compiles:
+            # Windows of 3 pending steps (6-8, and 9-11 where the data runs out): a length not seen before.
+            state = trainer.fit(state, itertools.islice(data, 6), callbacks=[recorder])
+            state = trainer.fit(state, itertools.islice(data, 2), callbacks=[recorder])
+        self.assertEqual(compiles.count, 0)
+        self.assertEqual(sorted(recorder.logs), [4, 5, 8, 11, 12, 13])
+        self.assertEqual(int(state.step), 13)
+
+    def test_uint8_images_train_and_evaluate_as_their_float32_values(self):
+        # BatchPipeline(image_dtype="uint8") hands over grey levels; the step converts them on the device.
+        trainer = Trainer(_NoisyGaussian(3, rngs=nnx.Rngs(0)), _config())
+        grey = [np.random.default_rng(i).integers(0, 256, (8, 3), dtype=np.uint8) for i in range(3)]
+        results = {}
+        for dtype in (np.uint8, np.float32):
+            state, metrics = trainer.init_state(), []
+            for x in grey:
+                state, m = trainer.train_step(state, {"x": x if dtype == np.uint8 else x / np.float32(255)})
+                metrics.append(m)
+            evaluated = trainer.evaluate(state, [{"x": x if dtype == np.uint8 else x / np.float32(255)} for x in grey])
+            results[dtype] = jax.device_get((state.to_checkpoint(), metrics, evaluated))
+        jax.tree.map(np.testing.assert_array_equal, results[np.uint8], results[np.float32])
+        args = trainer.train_step.lower(trainer.init_state(), {"x": grey[0]}).args_info[0][1]
+        self.assertEqual(args["x"].dtype, np.uint8)  # what crosses to the device
 
     def test_nan_is_reported_with_its_step(self):
         trainer = Trainer(_NoisyGaussian(3, rngs=nnx.Rngs(0)), _config(log_every=5))

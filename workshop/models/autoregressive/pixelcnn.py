@@ -40,6 +40,7 @@ from workshop.models.autoregressive import logistic_mixture, quantization
 from workshop.models.autoregressive.masked_conv import GatedMaskedConv2D, MaskedConv2D
 from workshop.models.autoregressive.sampling import broadcast_prompt, check_sampling_settings, sample_categorical
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
+from workshop.models.layers.compiled_sampling import compiled_sampling
 
 __all__ = ["PixelCNN", "PixelCNNParameters"]
 
@@ -192,6 +193,7 @@ class PixelCNN(nnx.Module):
         params = self.network(self._scaled(window), labels)
         return jax.lax.dynamic_index_in_dim(params, row - start, axis=1, keepdims=False)
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  prompt: jax.Array | None = None) -> jax.Array:

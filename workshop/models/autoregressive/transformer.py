@@ -45,6 +45,7 @@ from workshop.models.autoregressive.attention import CausalSelfAttention, KVCach
 from workshop.models.autoregressive.sampling import (broadcast_prompt, check_sampling_settings, prompt_values,
                                                      sample_categorical)
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
+from workshop.models.layers.compiled_sampling import compiled_sampling
 
 __all__ = ["Transformer", "TransformerParameters"]
 
@@ -318,6 +319,7 @@ class Transformer(nnx.Module):
                              "to generate; pass a longer length (at most max_length)")
         return length, tokens
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  use_cache: bool = True, prompt: jax.Array | None = None, length: int | None = None) -> jax.Array:

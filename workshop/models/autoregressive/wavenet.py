@@ -40,6 +40,7 @@ from workshop.models.autoregressive.masked_conv import gate
 from workshop.models.autoregressive.sampling import (broadcast_prompt, check_sampling_settings, prompt_values,
                                                      sample_categorical)
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
+from workshop.models.layers.compiled_sampling import compiled_sampling
 
 __all__ = ["WaveNet", "WaveNetParameters"]
 
@@ -202,6 +203,7 @@ class WaveNet(nnx.Module):
         return self._log_prob(self(x, labels=labels))
 
     # ----------------------------------------------------------- sampling
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  fast: bool = True, prompt: jax.Array | None = None) -> jax.Array:

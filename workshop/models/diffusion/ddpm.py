@@ -34,7 +34,7 @@ from workshop.models.diffusion.dit import DiT
 from workshop.models.diffusion.samplers import check_sampler, clip_x0, run_sampler
 from workshop.models.diffusion.unet import UNet
 from workshop.models.diffusion.vlb import variational_bound
-from workshop.models.layers import class_labels
+from workshop.models.layers import class_labels, compiled_sampling
 
 __all__ = ["BACKBONES", "DDPM", "DDPMParameters"]
 
@@ -221,6 +221,7 @@ class DDPM(nnx.Module):
         return {"loss": jnp.mean(outputs["weight"] * err), "mse": jnp.mean(err)}
 
     # ------------------------------------------------------------- sampling
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  sampler: str | None = None, steps: int | None = None, guidance_scale: float | None = None,
                  eta: float | None = None, condition: jax.Array | None = None) -> jax.Array:

@@ -39,6 +39,7 @@ from workshop.core.device_manager import keep_float32
 from workshop.core.registry import register_model
 from workshop.models.diffusion.ddpm import DDPM, DDPMParameters, _parameters
 from workshop.models.diffusion.samplers import clip_x0, map_x0
+from workshop.models.layers.compiled_sampling import compiled_sampling
 
 __all__ = [
     "SuperResolutionDDPM",
@@ -199,6 +200,7 @@ class SuperResolutionDDPM(DDPM):
         return super().__call__(x, rngs=rngs, labels=labels, condition=cond)
 
     # ------------------------------------------------------------- sampling
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, low_res: jax.Array | None = None,
                  labels: jax.Array | None = None, sampler: str | None = None, steps: int | None = None,
                  guidance_scale: float | None = None, eta: float | None = None,

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from workshop.models.ebm import samplers
+from workshop.models.layers.compiled_sampling import compiled_sampling
 
 __all__ = ["ProductOfEBMs"]
 
@@ -81,6 +82,7 @@ class ProductOfEBMs(nnx.Module):
         return samplers.run_sampler(sampler, energy_fn, x0, key=rngs.sample(), num_steps=num_steps,
                                     step_size=step_size, **options)
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, num_steps: int, step_size: float,
                  init_range: tuple[float, float] = (0.0, 1.0), sampler: str = "langevin", **options) -> jax.Array:
         """Samples from uniform noise on `init_range`: `[n_samples, *input_shape]`."""

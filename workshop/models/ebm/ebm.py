@@ -45,7 +45,7 @@ from workshop.core import registry
 from workshop.core.registry import register_model
 from workshop.models.ebm import ais, samplers
 from workshop.models.ebm.energy import EnergyNetwork
-from workshop.models.layers import class_labels
+from workshop.models.layers import class_labels, compiled_sampling
 
 __all__ = ["EBM", "EBMParameters", "ReplayBuffer"]
 
@@ -184,6 +184,7 @@ class EBM(nnx.Module):
                                     clip_range=p.init_range if p.clip_samples else None,
                                     num_leapfrog_steps=p.leapfrog_steps)
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None) -> jax.Array:
         """Samples: uniform noise on `init_range`, then `generate_steps` of the configured sampler.
 

@@ -44,7 +44,7 @@ from pydantic import ConfigDict, Field, PositiveInt
 
 from workshop.core import losses, registry
 from workshop.core.configuration import ModelConfiguration
-from workshop.models.layers import LabelEmbedding, validate_labels
+from workshop.models.layers import LabelEmbedding, compiled_sampling, validate_labels
 
 __all__ = ["FlowModel", "FlowParameters"]
 
@@ -223,6 +223,7 @@ class FlowModel(nnx.Module):
         h = self._from_latent(z, self._cond(labels, z.shape[0]))
         return self._postprocess(h) if self.is_image else h
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0) -> jax.Array:
         """Samples x = f^-1(temperature * z), z ~ N(0, I).

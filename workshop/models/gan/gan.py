@@ -42,7 +42,7 @@ from workshop.core import losses, registry
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model
 from workshop.models.gan.networks import OUTPUT_ACTIVATIONS, Discriminator, Generator
-from workshop.models.layers import class_labels, resolve_backbone
+from workshop.models.layers import class_labels, compiled_sampling, resolve_backbone
 
 __all__ = [
     "DCGANParameters",
@@ -255,6 +255,7 @@ class GAN(nnx.Module):
         }
 
     # ----------------------------------------------------------- sampling
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  truncation: float | None = None) -> jax.Array:
         """G(z) for z ~ N(0, I) (or truncated): `[n_samples, *input_shape]` float32.

@@ -10,6 +10,7 @@ from workshop.models.layers.attention import fused_attention as fused_attention
 from workshop.models.layers.attention import group_norm_groups as group_norm_groups
 from workshop.models.layers.backbone import BACKBONES as BACKBONES
 from workshop.models.layers.backbone import resolve_backbone as resolve_backbone
+from workshop.models.layers.compiled_sampling import compiled_sampling as compiled_sampling
 from workshop.models.layers.conv import ConvDecoder as ConvDecoder
 from workshop.models.layers.conv import ConvEncoder as ConvEncoder
 from workshop.models.layers.conv import downsampled_sizes as downsampled_sizes
@@ -29,6 +30,7 @@ __all__ = [
     "SpatialSelfAttention",
     "TimestepEmbedding",
     "class_labels",
+    "compiled_sampling",
     "downsampled_sizes",
     "fused_attention",
     "group_norm_groups",

@@ -29,7 +29,8 @@ from workshop.core import losses
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model, typed_parameters
-from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, LabelEmbedding, class_labels, resolve_backbone
+from workshop.models.layers import (MLP, ConvDecoder, ConvEncoder, LabelEmbedding, class_labels, compiled_sampling,
+                                    resolve_backbone)
 from workshop.models.vae import likelihoods
 
 __all__ = ["BetaVAEParameters", "CVAE", "CVAEParameters", "VAE", "VAEParameters"]
@@ -210,6 +211,7 @@ class VAE(nnx.Module):
         step_labels = None if labels is None else jnp.broadcast_to(pair_labels[0], (num_steps,))
         return self.decode(z, labels=step_labels)
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0) -> jax.Array:
         """Ancestral samples: z ~ N(0, temperature^2 I), then the decoder's mean.

@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model, typed_parameters
-from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, resolve_backbone
+from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, compiled_sampling, resolve_backbone
 from workshop.models.vae import likelihoods
 from workshop.models.vae.vector_quantizer import VectorQuantizer
 
@@ -204,6 +204,7 @@ class VQVAE(nnx.Module):
         path = (1.0 - t) * z_e[0] + t * z_e[1]
         return self.decode_codes(self.quantizer.nearest_codes(path))
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: Any = None, temperature: float = 1.0) -> jax.Array:
         """Decodes codes drawn from the uniform prior the model is trained with.
 
