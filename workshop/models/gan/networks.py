@@ -93,11 +93,13 @@ class Generator(nnx.Module):
       num_classes: None for an unconditional generator.
       norm: "none", or "batch" (conv backbone) for DCGAN's batch
         normalisation before every ReLU.
+      upsampling: the conv backbone's 2x upsampling (`layers.UPSAMPLINGS`).
       rngs: `params` stream (or default).
     """
 
     def __init__(self, output_shape: Sequence[int], latent_dim: int, features: Sequence[int], *, backbone: str,
-                 output_activation: str, num_classes: int | None = None, norm: str = "none", rngs: nnx.Rngs):
+                 output_activation: str, num_classes: int | None = None, norm: str = "none",
+                 upsampling: str = "subpixel", rngs: nnx.Rngs):
         _check_norm(norm, GENERATOR_NORMS, backbone, "generator")
         self.output_shape = tuple(int(s) for s in output_shape)
         self.latent_dim = int(latent_dim)
@@ -110,7 +112,7 @@ class Generator(nnx.Module):
             # With "batch": a batch norm before every ReLU (Radford et al. 2015, section 3).
             batch_norm = (lambda channels: _batch_norm(channels, rngs)) if norm == "batch" else None
             self.net = ConvDecoder(self.output_shape, features, 1, in_features=in_features, activation=nnx.relu,
-                                   norm=batch_norm, rngs=rngs)
+                                   norm=batch_norm, upsampling=upsampling, rngs=rngs)
         else:
             self.net = MLP(in_features, features, math.prod(self.output_shape), activation=nnx.relu, rngs=rngs)
         self.norm = norm

@@ -12,6 +12,10 @@ from workshop.models.layers.backbone import BACKBONES as BACKBONES
 from workshop.models.layers.backbone import resolve_backbone as resolve_backbone
 from workshop.models.layers.conv import ConvDecoder as ConvDecoder
 from workshop.models.layers.conv import ConvEncoder as ConvEncoder
+from workshop.models.layers.conv import UPSAMPLINGS as UPSAMPLINGS
+from workshop.models.layers.conv import Upsample as Upsample
+from workshop.models.layers.conv import Upsampling as Upsampling
+from workshop.models.layers.conv import depth_to_space as depth_to_space
 from workshop.models.layers.conv import downsampled_sizes as downsampled_sizes
 from workshop.models.layers.embedding import LabelEmbedding as LabelEmbedding
 from workshop.models.layers.embedding import class_labels as class_labels
@@ -28,7 +32,11 @@ __all__ = [
     "MLP",
     "SpatialSelfAttention",
     "TimestepEmbedding",
+    "UPSAMPLINGS",
+    "Upsample",
+    "Upsampling",
     "class_labels",
+    "depth_to_space",
     "downsampled_sizes",
     "fused_attention",
     "group_norm_groups",
