@@ -17,6 +17,7 @@ def get_config():
     config.model.backbone_type = "conv"
     config.model.encoder_features = [32, 64]
     config.model.decoder_features = [64, 32]
+    config.model.parameters.upsampling = "subpixel"
     config.training.num_steps = 3000
     config.training.optimizer.learning_rate = 2e-3
     config.training.optimizer.warmup_steps = 100
