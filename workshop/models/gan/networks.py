@@ -3,9 +3,11 @@
 * Convolutional generator: the DCGAN layout of Radford, Metz & Chintala 2015,
   "Unsupervised Representation Learning with Deep Convolutional Generative
   Adversarial Networks" (arXiv:1511.06434): a linear projection of z to a small
-  feature map, stride-2 transposed convolutions with ReLU up to the image size,
-  and a bounded output. Its layers are the shared `ConvDecoder` of
-  `workshop.models.layers`; with `norm="batch"` a batch normalisation (Ioffe &
+  feature map, learned 2x upsamplings with ReLU up to the image size, and a
+  bounded output. Its layers are the shared `ConvDecoder` of
+  `workshop.models.layers`; the paper's stride-2 transposed convolutions are
+  `upsampling="transposed"`, the default is sub-pixel convolution (Shi et al.
+  2016, arXiv:1609.05158; faster on CPU, no checkerboard; `layers.Upsample`); with `norm="batch"` a batch normalisation (Ioffe &
   Szegedy 2015, arXiv:1502.03167) follows the projection and every upsampling,
   before the ReLU, as in the paper.
 * Convolutional discriminator: stride-2 4x4 convolutions with LeakyReLU(0.2),
