@@ -1,8 +1,10 @@
 """The default VAE with a convolutional encoder and decoder (stride-2 stages).
 
-Convolutions run far below the matmul peak on XLA's CPU backend
-(BENCHMARKS.md): on a 2-core CPU this config trains at a few steps/s, so it is
-meant for a GPU, or for a short run:
+The decoder upsamples by sub-pixel convolution (`parameters.upsampling`):
+on XLA's CPU backend transposed convolutions' kernel gradients are ~17x
+slower than their input gradients, and sub-pixel made the step 2.2x faster
+and trained as well (BENCHMARKS.md, "Upsampling"). Still several times the
+MLP VAE's cost per step on a 2-core CPU, so a short run:
 
     tools/bazel run //workshop/train:train -- --config=workshop/train/configs/conv_vae.py \
         --config.training.num_steps=500 --workdir=runs/conv_vae
