@@ -34,7 +34,7 @@ from workshop.models.diffusion.dit import DiT
 from workshop.models.diffusion.samplers import check_sampler, clip_x0, run_sampler
 from workshop.models.diffusion.unet import UNet
 from workshop.models.diffusion.vlb import variational_bound
-from workshop.models.layers import class_labels, compiled_sampling
+from workshop.models.layers import Upsampling, class_labels, compiled_sampling
 
 __all__ = ["BACKBONES", "DDPM", "DDPMParameters"]
 
@@ -61,6 +61,7 @@ class DDPMParameters(pydantic.BaseModel):
     # unet
     num_res_blocks: PositiveInt = 1
     attention_resolutions: list[PositiveInt] = Field(default_factory=lambda: [7])
+    upsampling: Upsampling = Field("resize_conv", description="the U-Net's 2x upsampling (layers.Upsample)")
     # dit
     patch_size: PositiveInt = 4
     hidden_size: PositiveInt = 128
@@ -121,7 +122,7 @@ class DDPM(nnx.Module):
         if self.backbone_type == "unet":
             self.backbone = UNet(c + condition_channels, c, config.encoder_features, num_res_blocks=p.num_res_blocks,
                                  attention_resolutions=p.attention_resolutions, height=h, num_heads=p.num_heads,
-                                 num_classes=p.num_classes, rngs=rngs)
+                                 num_classes=p.num_classes, upsampling=p.upsampling, rngs=rngs)
         else:
             self.backbone = DiT((h, w, c + condition_channels), c, patch_size=p.patch_size, hidden_size=p.hidden_size,
                                 depth=p.depth, num_heads=p.num_heads, mlp_ratio=p.mlp_ratio,

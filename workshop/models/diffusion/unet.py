@@ -5,8 +5,8 @@ per entry of `channels` with `num_res_blocks` residual blocks each (GroupNorm,
 SiLU, 3x3 convolution, plus a projection of the time (+ class) embedding),
 self-attention after the blocks whose feature map has a side in
 `attention_resolutions`, stride-2 convolutions down, nearest-neighbour
-resizing + 3x3 convolution up (to the skip's size, so 28 -> 14 -> 7 -> 4
-comes back to 7 -> 14 -> 28), and skip connections concatenated on the way
+resizing + 3x3 convolution up by default (any `layers.UPSAMPLINGS` choice;
+to the skip's size, so 28 -> 14 -> 7 -> 4 comes back to 7 -> 14 -> 28), and skip connections concatenated on the way
 up. The last convolution of every residual branch and of the output starts at
 zero (as in Ho et al.'s code), so the net begins as a near-identity map.
 """
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from workshop.core.device_manager import get_precision_policy
-from workshop.models.layers import SpatialSelfAttention, TimestepEmbedding, group_norm_groups
+from workshop.models.layers import SpatialSelfAttention, TimestepEmbedding, Upsample, group_norm_groups
 
 __all__ = ["ResidualBlock", "UNet"]
 
@@ -78,12 +78,13 @@ class UNet(nnx.Module):
       num_classes: if set, a learned class embedding (num_classes + 1 rows,
         the last one the "no label" of classifier-free guidance) is added to
         the time embedding.
+      upsampling: how each level upsamples, one of `layers.UPSAMPLINGS`.
       rngs: `params` stream (or default).
     """
 
     def __init__(self, in_channels: int, out_channels: int, channels: Sequence[int], *, num_res_blocks: int,
                  attention_resolutions: Sequence[int], height: int, num_heads: int = 4,
-                 num_classes: int | None = None, rngs: nnx.Rngs):
+                 num_classes: int | None = None, upsampling: str = "resize_conv", rngs: nnx.Rngs):
         kw = _kw()
         channels = tuple(int(c) for c in channels)
         if not channels:
@@ -120,7 +121,7 @@ class UNet(nnx.Module):
                                         num_heads=num_heads, rngs=rngs))
                 cur = ch
             if level > 0:
-                upsample.append(nnx.Conv(cur, cur, (3, 3), rngs=rngs, **kw))
+                upsample.append(Upsample(cur, cur, method=upsampling, rngs=rngs))
         self.up = nnx.List(up)
         self.upsample = nnx.List(upsample)
         self.out_norm = nnx.GroupNorm(cur, num_groups=group_norm_groups(cur), rngs=rngs, **kw)
@@ -150,7 +151,5 @@ class UNet(nnx.Module):
             for _ in range(self.num_res_blocks + 1):
                 h = next(blocks)(jnp.concatenate([h, skips.pop()], axis=-1), emb)
             if level > 0:
-                target = skips[-1].shape
-                h = jax.image.resize(h, (h.shape[0], target[1], target[2], h.shape[3]), "nearest")
-                h = self.upsample[i](h)
+                h = self.upsample[i](h, skips[-1].shape[1:3])
         return self.out_conv(nnx.silu(self.out_norm(h))).astype(jnp.float32)

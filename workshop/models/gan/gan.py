@@ -42,7 +42,7 @@ from workshop.core import losses, registry
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model
 from workshop.models.gan.networks import OUTPUT_ACTIVATIONS, Discriminator, Generator
-from workshop.models.layers import class_labels, compiled_sampling, resolve_backbone
+from workshop.models.layers import Upsampling, class_labels, compiled_sampling, resolve_backbone
 
 __all__ = [
     "DCGANParameters",
@@ -75,6 +75,7 @@ class GANParameters(pydantic.BaseModel):
         "auto", description="generator output; auto: [0, 1] for images, none for vectors")
     generator_norm: Literal["auto", "none", "batch"] = Field(
         "auto", description="generator normalisation; auto: batch norm for the conv backbone (DCGAN), none for MLPs")
+    upsampling: Upsampling = Field("subpixel", description="conv generator's 2x upsampling (layers.Upsample)")
     discriminator_norm: Literal["auto", "none", "batch", "layer"] = Field(
         "auto", description="discriminator normalisation; auto: batch norm for a conv discriminator without "
                             "gradient penalty, R1 or spectral norm (DCGAN), none otherwise; 'layer' is the "
@@ -170,7 +171,8 @@ class GAN(nnx.Module):
         assert activation in OUTPUT_ACTIVATIONS
         g_norm, d_norm = _resolve_norms(p, backbone, config.model_type)
         self.generator = Generator(self.input_shape, self.latent_dim, config.decoder_features, backbone=backbone,
-                                   output_activation=activation, num_classes=p.num_classes, norm=g_norm, rngs=rngs)
+                                   output_activation=activation, num_classes=p.num_classes, norm=g_norm,
+                                   upsampling=p.upsampling, rngs=rngs)
         self.discriminator = Discriminator(self.input_shape, config.encoder_features, backbone=backbone,
                                            spectral_norm=self.spectral_norm, num_classes=p.num_classes,
                                            power_iterations=p.power_iterations, norm=d_norm, rngs=rngs)

@@ -3,9 +3,11 @@
 * Convolutional generator: the DCGAN layout of Radford, Metz & Chintala 2015,
   "Unsupervised Representation Learning with Deep Convolutional Generative
   Adversarial Networks" (arXiv:1511.06434): a linear projection of z to a small
-  feature map, stride-2 transposed convolutions with ReLU up to the image size,
-  and a bounded output. Its layers are the shared `ConvDecoder` of
-  `workshop.models.layers`; with `norm="batch"` a batch normalisation (Ioffe &
+  feature map, learned 2x upsamplings with ReLU up to the image size, and a
+  bounded output. Its layers are the shared `ConvDecoder` of
+  `workshop.models.layers`; the paper's stride-2 transposed convolutions are
+  `upsampling="transposed"`, the default is sub-pixel convolution (Shi et al.
+  2016, arXiv:1609.05158; faster on CPU, no checkerboard; `layers.Upsample`); with `norm="batch"` a batch normalisation (Ioffe &
   Szegedy 2015, arXiv:1502.03167) follows the projection and every upsampling,
   before the ReLU, as in the paper.
 * Convolutional discriminator: stride-2 4x4 convolutions with LeakyReLU(0.2),
@@ -93,11 +95,13 @@ class Generator(nnx.Module):
       num_classes: None for an unconditional generator.
       norm: "none", or "batch" (conv backbone) for DCGAN's batch
         normalisation before every ReLU.
+      upsampling: the conv backbone's 2x upsampling (`layers.UPSAMPLINGS`).
       rngs: `params` stream (or default).
     """
 
     def __init__(self, output_shape: Sequence[int], latent_dim: int, features: Sequence[int], *, backbone: str,
-                 output_activation: str, num_classes: int | None = None, norm: str = "none", rngs: nnx.Rngs):
+                 output_activation: str, num_classes: int | None = None, norm: str = "none",
+                 upsampling: str = "subpixel", rngs: nnx.Rngs):
         _check_norm(norm, GENERATOR_NORMS, backbone, "generator")
         self.output_shape = tuple(int(s) for s in output_shape)
         self.latent_dim = int(latent_dim)
@@ -110,7 +114,7 @@ class Generator(nnx.Module):
             # With "batch": a batch norm before every ReLU (Radford et al. 2015, section 3).
             batch_norm = (lambda channels: _batch_norm(channels, rngs)) if norm == "batch" else None
             self.net = ConvDecoder(self.output_shape, features, 1, in_features=in_features, activation=nnx.relu,
-                                   norm=batch_norm, rngs=rngs)
+                                   norm=batch_norm, upsampling=upsampling, rngs=rngs)
         else:
             self.net = MLP(in_features, features, math.prod(self.output_shape), activation=nnx.relu, rngs=rngs)
         self.norm = norm

@@ -13,6 +13,10 @@ from workshop.models.layers.backbone import resolve_backbone as resolve_backbone
 from workshop.models.layers.compiled_sampling import compiled_sampling as compiled_sampling
 from workshop.models.layers.conv import ConvDecoder as ConvDecoder
 from workshop.models.layers.conv import ConvEncoder as ConvEncoder
+from workshop.models.layers.conv import UPSAMPLINGS as UPSAMPLINGS
+from workshop.models.layers.conv import Upsample as Upsample
+from workshop.models.layers.conv import Upsampling as Upsampling
+from workshop.models.layers.conv import depth_to_space as depth_to_space
 from workshop.models.layers.conv import downsampled_sizes as downsampled_sizes
 from workshop.models.layers.embedding import LabelEmbedding as LabelEmbedding
 from workshop.models.layers.embedding import class_labels as class_labels
@@ -29,8 +33,12 @@ __all__ = [
     "MLP",
     "SpatialSelfAttention",
     "TimestepEmbedding",
+    "UPSAMPLINGS",
+    "Upsample",
+    "Upsampling",
     "class_labels",
     "compiled_sampling",
+    "depth_to_space",
     "downsampled_sizes",
     "fused_attention",
     "group_norm_groups",

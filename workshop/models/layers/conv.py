@@ -1,13 +1,32 @@
-"""Convolutional encoder and decoder for images `[B, H, W, C]`.
+"""Convolutional encoder, decoder and learned 2x upsampling for images `[B, H, W, C]`.
 
 `ConvEncoder` halves the resolution at each stage (3x3 convolutions, stride 2,
 SAME padding, so a side s becomes ceil(s / 2)). `ConvDecoder` mirrors it:
 from a vector (through a Linear) or from a grid of latent vectors to the
-smallest feature map, stride-2 transposed convolutions back up, and a final
-3x3 convolution to `C * out_channels_per_pixel` channels. Sides that are not
-divisible by 2**stages are handled by cropping each upsampled map to the size
+smallest feature map, one `Upsample` per stage back up, and a final 3x3
+convolution to `C * out_channels_per_pixel` channels. Sides that are not
+divisible by 2**stages are handled by bringing each upsampled map to the size
 the encoder had at that stage (28 -> 14 -> 7 and back; 30 -> 15 -> 8 -> 16,
 cropped to 15 -> 30).
+
+`Upsample` is the one learned 2x upsampling of the library (`UPSAMPLINGS`):
+
+* "subpixel": a 3x3 convolution to 4x the channels at the low resolution,
+  then depth-to-space (Shi et al. 2016, arXiv:1609.05158), initialised with
+  ICNR (Aitken et al. 2017, arXiv:1707.02937) so that it starts as a
+  nearest-neighbour upsampling of a convolution: no checkerboard at start.
+* "resize_conv" / "resize_conv_bilinear": nearest or bilinear resizing to the
+  target size, then a 3x3 convolution (Odena, Dumoulin & Olah 2016,
+  "Deconvolution and Checkerboard Artifacts", Distill).
+* "transposed": a stride-2 3x3 transposed convolution (`nnx.ConvTranspose`).
+
+Why "subpixel" is the default: on XLA's CPU backend the kernel gradient of a
+stride-2 transposed convolution is lowered to a convolution with a
+feature-map-sized (e.g. 14x14) window, about 17x slower than its input
+gradient (590 against 34 ms for 64 -> 32 channels, 14 -> 28, batch 128, one
+thread): the two transposed convolutions were ~95 % of the conv VAE's step.
+Ordinary convolutions, strided or not, do not have that problem; sub-pixel
+and resize-conv upsampling use only those (BENCHMARKS.md, "Upsampling").
 
 Both read the mixed-precision policy of `workshop.core.device_manager` when
 built (parameters in `param_dtype`, compute in `compute_dtype`).
@@ -15,14 +34,20 @@ built (parameters in `param_dtype`, compute in `compute_dtype`).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from workshop.core.device_manager import get_precision_policy
 
-__all__ = ["ConvDecoder", "ConvEncoder", "downsampled_sizes"]
+__all__ = ["ConvDecoder", "ConvEncoder", "UPSAMPLINGS", "Upsample", "Upsampling", "depth_to_space",
+           "downsampled_sizes", "icnr_init"]
+
+# The learned 2x upsamplings `Upsample` offers (a model's `parameters.upsampling`); the first is the default.
+Upsampling = Literal["subpixel", "resize_conv", "resize_conv_bilinear", "transposed"]
+UPSAMPLINGS: tuple[str, ...] = get_args(Upsampling)
 
 
 def downsampled_sizes(height: int, width: int, num_stages: int) -> list[tuple[int, int]]:
@@ -46,6 +71,76 @@ def _need_stages(features: Sequence[int], what: str) -> tuple[int, ...]:
     if not features:
         raise ValueError(f"{what} needs at least one stage: features must be non-empty (e.g. [32, 64])")
     return features
+
+
+def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
+    """`[B, h, w, C * block**2] -> [B, h * block, w * block, C]`.
+
+    Channel `(i * block + j) * C + c` of input pixel (y, x) becomes channel c
+    of output pixel (y * block + i, x * block + j) (TensorFlow's
+    `depth_to_space` order for NHWC).
+    """
+    b, h, w, depth = x.shape
+    if depth % (block * block):
+        raise ValueError(f"depth_to_space needs channels divisible by block**2 = {block * block}, got {depth}")
+    c = depth // (block * block)
+    x = x.reshape(b, h, w, block, block, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * block, w * block, c)
+
+
+def icnr_init(base_init: Callable = nnx.initializers.lecun_normal(), block: int = 2) -> Callable:
+    """ICNR (Aitken et al. 2017, arXiv:1707.02937): the kernel of a sub-pixel conv `[kh, kw, in, C * block**2]`
+    whose block**2 sub-pixels of every output channel start equal, so conv + `depth_to_space` starts as a
+    conv followed by a nearest-neighbour upsampling."""
+
+    def init(key, shape, dtype=jnp.float32):
+        *window, out = shape
+        base = base_init(key, (*window, out // (block * block)), dtype)
+        return jnp.tile(base, (1,) * len(window) + (block * block,))
+
+    return init
+
+
+class Upsample(nnx.Module):
+    """A learned 2x upsampling: `([B, h, w, in_features], (H, W)) -> [B, H, W, out_features]`.
+
+    H and W are at most 2h and 2w (a stride-2 encoder's sizes read backwards:
+    7 -> 14, or 4 -> 7 for an odd side); "subpixel" and "transposed" make 2h x 2w
+    and crop, the resize methods resize straight to (H, W).
+
+    Args:
+      in_features, out_features: channels in and out.
+      method: one of `UPSAMPLINGS` (see the module docstring).
+      rngs: `params` stream (or default).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, method: str = "subpixel", rngs: nnx.Rngs):
+        if method not in UPSAMPLINGS:
+            raise ValueError(f"upsampling {method!r} is unknown; known: {', '.join(UPSAMPLINGS)}")
+        policy = get_precision_policy()
+        dtypes = dict(dtype=policy.compute_dtype, param_dtype=policy.param_dtype)
+        self.method = method
+        if method == "subpixel":
+            self.conv = nnx.Conv(in_features, 4 * out_features, (3, 3), padding="SAME", kernel_init=icnr_init(),
+                                 rngs=rngs, **dtypes)
+        elif method == "transposed":
+            self.conv = nnx.ConvTranspose(in_features, out_features, (3, 3), strides=2, padding="SAME", rngs=rngs,
+                                          **dtypes)
+        else:
+            self.conv = nnx.Conv(in_features, out_features, (3, 3), padding="SAME", rngs=rngs, **dtypes)
+
+    def __call__(self, x: jax.Array, size: Sequence[int]) -> jax.Array:
+        """`[B, h, w, in_features]` -> `[B, H, W, out_features]` with `(H, W) = size`."""
+        h, w = int(size[0]), int(size[1])
+        if not (h <= 2 * x.shape[1] and w <= 2 * x.shape[2]):
+            raise ValueError(f"Upsample doubles the side at most: {tuple(x.shape[1:3])} cannot reach {(h, w)}")
+        if self.method == "subpixel":
+            return depth_to_space(self.conv(x))[:, :h, :w, :]
+        if self.method == "transposed":
+            # A SAME stride-2 transposed conv doubles the side; crop odd sizes back.
+            return self.conv(x)[:, :h, :w, :]
+        resize = "nearest" if self.method == "resize_conv" else "bilinear"
+        return self.conv(jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), resize))
 
 
 class ConvEncoder(nnx.Module):
@@ -103,7 +198,7 @@ class ConvDecoder(nnx.Module):
 
     The stage count is `len(features)`: the smallest map has side
     ceil(H / 2**len(features)) and `features[0]` channels; stage i upsamples
-    by two to `features[i]` channels. Channel `c * out_channels_per_pixel + j`
+    by two (`Upsample`) to `features[i]` channels. Channel `c * out_channels_per_pixel + j`
     of the output is the j-th parameter of image channel c.
 
     Args:
@@ -117,6 +212,7 @@ class ConvDecoder(nnx.Module):
         `[B, h, w, in_features]` at the smallest size (`latent_grid_shape`),
         mapped to `features[0]` channels by a 3x3 convolution.
       activation: applied after every layer but the last.
+      upsampling: how each stage upsamples, one of `UPSAMPLINGS`.
       norm: None, or a function `channels -> layer` making the normalisation
         applied before the activation of the stem's map and of each
         upsampling stage (e.g. batch norm, as in DCGAN's generator, Radford
@@ -134,6 +230,7 @@ class ConvDecoder(nnx.Module):
         grid_input: bool = False,
         activation: Callable[[jax.Array], jax.Array] = nnx.gelu,
         norm: Callable[[int], nnx.Module] | None = None,
+        upsampling: str = "subpixel",
         rngs: nnx.Rngs,
     ):
         policy = get_precision_policy()
@@ -153,11 +250,9 @@ class ConvDecoder(nnx.Module):
             self.stem = nnx.Linear(self.in_features, h0 * w0 * features[0], rngs=rngs, **dtypes)
         self.stem_shape = (h0, w0, features[0])
         chans = (features[0], *features)
+        self.upsampling = upsampling
         self.upsamples = nnx.List(
-            [
-                nnx.ConvTranspose(c_in, c_out, (3, 3), strides=2, padding="SAME", rngs=rngs, **dtypes)
-                for c_in, c_out in zip(chans[:-1], chans[1:])
-            ]
+            [Upsample(c_in, c_out, method=upsampling, rngs=rngs) for c_in, c_out in zip(chans[:-1], chans[1:])]
         )
         self.out_channels_per_pixel = int(out_channels_per_pixel)
         self.head = nnx.Conv(features[-1], channels * self.out_channels_per_pixel, (3, 3), padding="SAME",
@@ -179,7 +274,6 @@ class ConvDecoder(nnx.Module):
         else:
             x = self.stem(z).reshape(z.shape[0], *self.stem_shape)
         x = self.activation(self._normalise(0, x))
-        for stage, (up, (h, w)) in enumerate(zip(self.upsamples, self.stage_sizes[1:]), start=1):
-            # A SAME stride-2 transposed conv doubles the side; crop odd sizes back.
-            x = self.activation(self._normalise(stage, up(x)[:, :h, :w, :]))
+        for stage, (up, size) in enumerate(zip(self.upsamples, self.stage_sizes[1:]), start=1):
+            x = self.activation(self._normalise(stage, up(x, size)))
         return self.head(x)

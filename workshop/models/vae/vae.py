@@ -29,7 +29,8 @@ from workshop.core import losses
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model, typed_parameters
-from workshop.models.layers import (MLP, ConvDecoder, ConvEncoder, LabelEmbedding, class_labels, compiled_sampling,
+from workshop.models.layers import (MLP, ConvDecoder, ConvEncoder, LabelEmbedding, Upsampling, class_labels,
+                                    compiled_sampling,
                                     resolve_backbone)
 from workshop.models.vae import likelihoods
 
@@ -51,6 +52,7 @@ class VAEParameters(pydantic.BaseModel):
     reconstruction_loss: likelihoods.ReconstructionLoss = "bernoulli"
     decoder_std: PositiveFloat = Field(0.1, description="fixed std of the 'gaussian' decoder")
     iwae_samples: PositiveInt = Field(64, description="importance samples of log_prob by default")
+    upsampling: Upsampling = Field("subpixel", description="conv decoder's 2x upsampling (layers.Upsample)")
 
 
 class BetaVAEParameters(VAEParameters):
@@ -108,7 +110,8 @@ class VAE(nnx.Module):
             self.encoder = ConvEncoder(self.input_shape, config.encoder_features, rngs=rngs)
             self.encoder_head = nnx.Linear(self.encoder.output_size + label_features, 2 * self.latent_dim,
                                            dtype=policy.compute_dtype, param_dtype=policy.param_dtype, rngs=rngs)
-            self.decoder = ConvDecoder(self.input_shape, config.decoder_features, k, in_features=latent_in, rngs=rngs)
+            self.decoder = ConvDecoder(self.input_shape, config.decoder_features, k, in_features=latent_in,
+                                       upsampling=p.upsampling, rngs=rngs)
         self.params_per_pixel = k
 
     # ------------------------------------------------------------ internals

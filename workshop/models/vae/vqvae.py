@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model, typed_parameters
-from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, compiled_sampling, resolve_backbone
+from workshop.models.layers import MLP, ConvDecoder, ConvEncoder, Upsampling, compiled_sampling, resolve_backbone
 from workshop.models.vae import likelihoods
 from workshop.models.vae.vector_quantizer import VectorQuantizer
 
@@ -51,6 +51,7 @@ class VQVAEParameters(pydantic.BaseModel):
     num_latents: PositiveInt | None = Field(
         None, description=f"mlp backbone: code vectors per example (default {_DEFAULT_MLP_LATENTS}); conv: unused"
     )
+    upsampling: Upsampling = Field("subpixel", description="conv decoder's 2x upsampling (layers.Upsample)")
 
 
 @register_model("vqvae", family="vae", parameters=VQVAEParameters,
@@ -90,7 +91,7 @@ class VQVAE(nnx.Module):
             self.pre_quantization = nnx.Conv(self.encoder.feature_shape[-1], self.latent_dim, (1, 1),
                                              dtype=policy.compute_dtype, param_dtype=policy.param_dtype, rngs=rngs)
             self.decoder = ConvDecoder(self.input_shape, config.decoder_features, k, in_features=self.latent_dim,
-                                       grid_input=True, rngs=rngs)
+                                       grid_input=True, upsampling=p.upsampling, rngs=rngs)
             self.latent_shape = tuple(self.encoder.feature_shape[:2])
         else:
             num = int(p.num_latents or _DEFAULT_MLP_LATENTS)

@@ -1,8 +1,10 @@
 """The default VAE with a convolutional encoder and decoder (stride-2 stages).
 
-Convolutions run far below the matmul peak on XLA's CPU backend
-(BENCHMARKS.md): on a 2-core CPU this config trains at a few steps/s, so it is
-meant for a GPU, or for a short run:
+The decoder upsamples by sub-pixel convolution (`parameters.upsampling`):
+on XLA's CPU backend transposed convolutions' kernel gradients are ~17x
+slower than their input gradients, and sub-pixel made the step 2.2x faster
+and trained as well (BENCHMARKS.md, "Upsampling"). Still several times the
+MLP VAE's cost per step on a 2-core CPU, so a short run:
 
     tools/bazel run //workshop/train:train -- --config=workshop/train/configs/conv_vae.py \
         --config.training.num_steps=500 --workdir=runs/conv_vae
@@ -17,6 +19,7 @@ def get_config():
     config.model.backbone_type = "conv"
     config.model.encoder_features = [32, 64]
     config.model.decoder_features = [64, 32]
+    config.model.parameters.upsampling = "subpixel"
     config.training.num_steps = 3000
     config.training.optimizer.learning_rate = 2e-3
     config.training.optimizer.warmup_steps = 100

@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
         backbone_type="conv",
         encoder_features=[16, 32],  # discriminator channels (28 -> 14 -> 7)
         decoder_features=[32, 16],  # generator channels (7 -> 14 -> 28)
-        parameters=dict(),
+        parameters=dict(upsampling="subpixel"),
     )
     config.training = dict(
         num_steps=3000,

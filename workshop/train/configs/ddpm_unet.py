@@ -46,6 +46,7 @@ def get_config():
         loss_weighting="plain",
         num_res_blocks=1,
         attention_resolutions=[7],
+        upsampling="resize_conv",
         num_heads=4,
         sampler="ddim",
         sampling_steps=50,

@@ -9,7 +9,8 @@ def get_config():
     config.model.model_type = "vqvae"
     config.model.latent_dim = 16
     config.model.parameters = dict(
-        num_embeddings=128, commitment_cost=0.25, ema_decay=0.99, reconstruction_loss="discretized_logistic"
+        num_embeddings=128, commitment_cost=0.25, ema_decay=0.99, reconstruction_loss="discretized_logistic",
+        upsampling="subpixel",
     )
     config.data.binarize = "none"
     config.eval.likelihood_samples = 1
