@@ -23,25 +23,21 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import pydantic
 from flax import nnx
 from pydantic import ConfigDict, Field, PositiveInt
 
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model, validate_parameters
 from workshop.models.diffusion import schedules
-from workshop.models.diffusion.dit import DiT
+from workshop.models.diffusion.backbones import BACKBONES, BackboneParameters, backbone_name, make_backbone
 from workshop.models.diffusion.samplers import check_sampler, clip_x0, run_sampler
-from workshop.models.diffusion.unet import UNet
 from workshop.models.diffusion.vlb import variational_bound
 from workshop.models.layers import class_labels
 
 __all__ = ["BACKBONES", "DDPM", "DDPMParameters"]
 
-BACKBONES = ("unet", "dit")
 
-
-class DDPMParameters(pydantic.BaseModel):
+class DDPMParameters(BackboneParameters):
     """`parameters` of "ddpm"."""
 
     model_config = ConfigDict(extra="forbid")
@@ -50,7 +46,6 @@ class DDPMParameters(pydantic.BaseModel):
     prediction_type: Literal["epsilon", "x0", "v"] = "epsilon"
     loss_weighting: Literal["plain", "min_snr"] = "plain"
     min_snr_gamma: float = Field(5.0, gt=0.0, description="gamma of min-SNR weighting")
-    num_classes: PositiveInt | None = Field(None, description="class-conditional with labels in [0, num_classes)")
     label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="label drop rate for classifier-free guidance")
     sampler: Literal["ddpm", "ddim", "dpm_solver_pp_2m", "heun"] = "ddim"
     sampling_steps: PositiveInt = Field(50, description="default steps of generate")
@@ -58,32 +53,11 @@ class DDPMParameters(pydantic.BaseModel):
     guidance_scale: float = Field(1.0, ge=0.0, description="default classifier-free guidance scale")
     clip_denoised: bool = Field(True, description="clip x0 estimates to [-1, 1] while sampling")
     vlb_samples: PositiveInt | None = Field(None, description="timesteps log_prob draws; None = all T-1 (exact sum)")
-    # unet
-    num_res_blocks: PositiveInt = 1
-    attention_resolutions: list[PositiveInt] = Field(default_factory=lambda: [7])
-    # dit
-    patch_size: PositiveInt = 4
-    hidden_size: PositiveInt = 128
-    depth: PositiveInt = 4
-    mlp_ratio: float = Field(4.0, gt=0.0)
-    # both
-    num_heads: PositiveInt = 4
 
 
 def _parameters(config: ModelConfiguration) -> DDPMParameters:
     parsed = validate_parameters(config.model_type, config.parameters)
     return parsed if isinstance(parsed, DDPMParameters) else DDPMParameters.model_validate(config.parameters)
-
-
-def _backbone_name(config: ModelConfiguration) -> str:
-    name = "unet" if config.backbone_type is None else config.backbone_type.strip().lower()
-    if name not in BACKBONES:
-        raise ValueError(f"backbone_type {config.backbone_type!r} is not available for model_type "
-                         f"{config.model_type!r}; known: {', '.join(BACKBONES)} (None picks unet)")
-    if len(config.input_shape) != 3:
-        raise ValueError(f"model_type {config.model_type!r} needs an (H, W, C) image input_shape, "
-                         f"got {tuple(config.input_shape)}")
-    return name
 
 
 @register_model("ddpm", family="diffusion", parameters=DDPMParameters,
@@ -104,7 +78,7 @@ class DDPM(nnx.Module):
         p = _parameters(config)
         self.model_type = config.model_type
         self.input_shape = tuple(int(s) for s in config.input_shape)
-        self.backbone_type = _backbone_name(config)
+        self.backbone_type = backbone_name(config)
         self.schedule = schedules.make_schedule(p.beta_schedule, config.num_timesteps)
         self.num_timesteps = int(config.num_timesteps)
         self.prediction_type = p.prediction_type
@@ -117,15 +91,8 @@ class DDPM(nnx.Module):
         check_sampler(self.sampler, self.sampling_steps, self.num_timesteps)
         if p.num_classes is not None:
             self.num_classes = int(p.num_classes)
-        h, w, c = self.input_shape
-        if self.backbone_type == "unet":
-            self.backbone = UNet(c + condition_channels, c, config.encoder_features, num_res_blocks=p.num_res_blocks,
-                                 attention_resolutions=p.attention_resolutions, height=h, num_heads=p.num_heads,
-                                 num_classes=p.num_classes, rngs=rngs)
-        else:
-            self.backbone = DiT((h, w, c + condition_channels), c, patch_size=p.patch_size, hidden_size=p.hidden_size,
-                                depth=p.depth, num_heads=p.num_heads, mlp_ratio=p.mlp_ratio,
-                                num_classes=p.num_classes, rngs=rngs)
+        c = self.input_shape[-1]
+        self.backbone = make_backbone(config, p, in_channels=c + condition_channels, out_channels=c, rngs=rngs)
 
     # ------------------------------------------------------------ internals
     @property
