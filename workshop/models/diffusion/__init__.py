@@ -8,6 +8,9 @@
 * "flow_matching" (`FlowMatching`): flow matching on the optimal-transport
   path (Lipman et al. 2023) with the same networks; Euler, Heun and adaptive
   Dormand-Prince sampling and an exact ODE likelihood (`ode.py`).
+* "edm" (`EDM`): Karras et al. 2022's preconditioned denoiser, log-normal
+  noise levels and loss weight, with their deterministic Heun and stochastic
+  samplers (the same loop as DDPM's "heun").
 * `inpaint`: fills masked pixels of a user's images with any trained DDPM.
 """
 
@@ -15,6 +18,8 @@ from workshop.models.diffusion.ddpm import BACKBONES as BACKBONES
 from workshop.models.diffusion.ddpm import DDPM as DDPM
 from workshop.models.diffusion.ddpm import DDPMParameters as DDPMParameters
 from workshop.models.diffusion.dit import DiT as DiT
+from workshop.models.diffusion.edm import EDM as EDM
+from workshop.models.diffusion.edm import EDMParameters as EDMParameters
 from workshop.models.diffusion.flow_matching import FlowMatching as FlowMatching
 from workshop.models.diffusion.flow_matching import FlowMatchingParameters as FlowMatchingParameters
 from workshop.models.diffusion.ode import SOLVERS as ODE_SOLVERS
@@ -34,6 +39,8 @@ __all__ = [
     "DDPM",
     "DDPMParameters",
     "DiT",
+    "EDM",
+    "EDMParameters",
     "FlowMatching",
     "FlowMatchingParameters",
     "NoiseSchedule",
