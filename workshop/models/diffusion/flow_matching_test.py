@@ -176,7 +176,7 @@ class FlowMatchingTest(parameterized.TestCase):
         images = np.asarray(dataset.images[:528], np.float32) / 255.0
         train, test = images[:512], jnp.asarray(images[512:])
         model = create_model(_config(shape=(28, 28, 1), patch_size=7, hidden_size=32, depth=2,
-                                     likelihood_solver="heun", sampling_steps=8), rngs=nnx.Rngs(0))
+                                     likelihood_solver="heun", sampling_steps=4), rngs=nnx.Rngs(0))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         tx = optax.adam(3e-3)
 
@@ -204,7 +204,7 @@ class FlowMatchingTest(parameterized.TestCase):
         after = float(log_p(params))
         first, last = np.mean(losses[:10]), np.mean(losses[-10:])
         print(f"loss {first:.4f} -> {last:.4f}; log-likelihood {before:.1f} -> {after:.1f} nats per image")
-        self.assertLess(last, 0.6 * first)
+        self.assertLess(last, 0.65 * first)
         self.assertGreater(after, before + 0.1 * abs(before))
 
 
