@@ -5,6 +5,12 @@
   free guidance, four compiled samplers and a variational bound `log_prob`.
 * "ddpm_super_resolution" (`SuperResolutionDDPM`): a DDPM conditioned on a
   low-resolution image; `super_resolve` upsamples a user's images with it.
+* "flow_matching" (`FlowMatching`): flow matching on the optimal-transport
+  path (Lipman et al. 2023) with the same networks; Euler, Heun and adaptive
+  Dormand-Prince sampling and an exact ODE likelihood (`ode.py`).
+* "edm" (`EDM`): Karras et al. 2022's preconditioned denoiser, log-normal
+  noise levels and loss weight, with their deterministic Heun and stochastic
+  samplers (the same loop as DDPM's "heun").
 * `inpaint`: fills masked pixels of a user's images with any trained DDPM.
 """
 
@@ -12,6 +18,12 @@ from workshop.models.diffusion.ddpm import BACKBONES as BACKBONES
 from workshop.models.diffusion.ddpm import DDPM as DDPM
 from workshop.models.diffusion.ddpm import DDPMParameters as DDPMParameters
 from workshop.models.diffusion.dit import DiT as DiT
+from workshop.models.diffusion.edm import EDM as EDM
+from workshop.models.diffusion.edm import EDMParameters as EDMParameters
+from workshop.models.diffusion.flow_matching import FlowMatching as FlowMatching
+from workshop.models.diffusion.flow_matching import FlowMatchingParameters as FlowMatchingParameters
+from workshop.models.diffusion.ode import SOLVERS as ODE_SOLVERS
+from workshop.models.diffusion.ode import ode_log_likelihood as ode_log_likelihood
 from workshop.models.diffusion.samplers import SAMPLERS as SAMPLERS
 from workshop.models.diffusion.schedules import BETA_SCHEDULES as BETA_SCHEDULES
 from workshop.models.diffusion.schedules import NoiseSchedule as NoiseSchedule
@@ -27,11 +39,17 @@ __all__ = [
     "DDPM",
     "DDPMParameters",
     "DiT",
+    "EDM",
+    "EDMParameters",
+    "FlowMatching",
+    "FlowMatchingParameters",
     "NoiseSchedule",
+    "ODE_SOLVERS",
     "SAMPLERS",
     "SuperResolutionDDPM",
     "SuperResolutionParameters",
     "UNet",
     "make_schedule",
+    "ode_log_likelihood",
     "super_resolve",
 ]

@@ -25,7 +25,8 @@ indices from T-1 down to 0, and one last move from t = 0 to the clean data
   Diffusion-Based Generative Models" (arXiv:2206.00364), Algorithm 1 (no
   churn) on their sigma grid with rho = 7 between the schedule's smallest and
   largest sigma = sqrt((1 - alpha_bar) / alpha_bar), the largest capped at
-  their 80.
+  their 80. The loop is `karras_sampler`, which the EDM model (edm.py)
+  runs too, with its stochastic churn (their Algorithm 2) when asked.
 
 Noise for example b at step i is drawn from fold_in(keys[b], i), so a sample
 depends on its own key only, not on the batch it is drawn in.
@@ -33,6 +34,7 @@ depends on its own key only, not on the batch it is drawn in.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -47,6 +49,7 @@ __all__ = [
     "clip_x0",
     "discrete_step",
     "discrete_tables",
+    "karras_sampler",
     "karras_sigmas",
     "map_x0",
     "per_example_normal",
@@ -247,12 +250,70 @@ def discrete_step(name: str, x: jax.Array, x0: jax.Array, eps: jax.Array, z: jax
     raise ValueError(f"{name!r} is not a discrete sampler; known: ddpm, ddim, dpm_solver_pp_2m")
 
 
+def karras_sampler(denoise_sigma: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, sigmas: np.ndarray, *,
+                   keys: jax.Array | None = None, second_order: bool = True, s_churn: float = 0.0,
+                   s_min: float = 0.0, s_max: float = float("inf"), s_noise: float = 1.0) -> jax.Array:
+    """Karras et al. 2022, Algorithm 2 (Algorithm 1 when `s_churn` = 0), one `lax.scan` over the grid.
+
+    In their variables x = x0 + sigma n: at each sigma_i the churn raises the
+    noise to sigma_hat = (1 + gamma_i) sigma_i, gamma_i = min(s_churn / N,
+    sqrt(2) - 1) for sigma_i in [s_min, s_max] (else 0), by adding fresh noise
+    of std sqrt(sigma_hat^2 - sigma_i^2) s_noise; then an Euler step of
+    dx/dsigma = (x - D(x; sigma)) / sigma to sigma_{i+1} and, unless
+    sigma_{i+1} = 0 or `second_order` is off, Heun's trapezoidal correction.
+    Denoiser calls: N (Euler) or 2 N - 1 (Heun) for N = len(sigmas) - 1.
+
+    Args:
+      denoise_sigma: `(x [B, ...], sigma scalar) -> D(x; sigma) [B, ...]`.
+      x: `[B, ...]` the start, x ~ N(0, sigmas[0]^2 I) (plus data).
+      sigmas: `[N + 1]` decreasing noise levels ending at 0 (`karras_sigmas`).
+      keys: `[B]` per-example keys of the churn noise (needed when s_churn > 0).
+      second_order: Heun (True) or Euler steps.
+      s_churn, s_min, s_max, s_noise: the stochasticity of Algorithm 2.
+
+    Returns:
+      `[B, ...]` x at sigma = 0.
+    """
+    sigmas = np.asarray(sigmas, np.float64)
+    steps = len(sigmas) - 1
+    churn = s_churn > 0.0
+    if churn and keys is None:
+        raise ValueError("s_churn > 0 draws fresh noise: pass keys")
+    in_range = (sigmas[:-1] >= s_min) & (sigmas[:-1] <= s_max)
+    gammas = np.where(in_range, min(s_churn / steps, math.sqrt(2.0) - 1.0), 0.0)
+    sig = jnp.asarray(sigmas, jnp.float32)
+    shape = x.shape[1:]
+
+    def body(x, inputs):
+        i, s, s_next, gamma = inputs
+        if churn:
+            s_hat = s * (1.0 + gamma)
+            # sqrt(s_hat^2 - s^2), written so gamma = 0 gives exactly 0 (not sqrt of a rounding error < 0).
+            x = x + s * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * per_example_normal(keys, i, shape)
+        else:
+            s_hat = s
+        d = (x - denoise_sigma(x, s_hat)) / s_hat
+        x_euler = x + (s_next - s_hat) * d
+        if not second_order:
+            return x_euler, None
+
+        def correct(_):
+            d_next = (x_euler - denoise_sigma(x_euler, s_next)) / s_next
+            return x + (s_next - s_hat) * 0.5 * (d + d_next)
+
+        return jax.lax.cond(s_next > 0, correct, lambda _: x_euler, None), None
+
+    inputs = (jnp.arange(steps, dtype=jnp.int32), sig[:-1], sig[1:], jnp.asarray(gammas, jnp.float32))
+    x, _ = jax.lax.scan(body, x, inputs)
+    return x
+
+
 def _heun(denoise_at, schedule: NoiseSchedule, x_T: jax.Array, steps: int) -> jax.Array:
     """Karras et al. 2022, Algorithm 1 (deterministic), in their x = x0 + sigma n variables."""
     abar = schedule.alpha_bars
     sig_all = np.sqrt((1.0 - abar) / abar)
     sigma_max = min(float(sig_all[-1]), _KARRAS_SIGMA_MAX)
-    sigmas = jnp.asarray(karras_sigmas(float(sig_all[0]), sigma_max, steps), jnp.float32)
+    sigmas = karras_sigmas(float(sig_all[0]), sigma_max, steps)
 
     def data_estimate(x, sigma):
         scale = jnp.sqrt(1.0 + sigma**2)  # x_vp = x / scale, alpha = 1 / scale, sigma_vp = sigma / scale
@@ -260,18 +321,5 @@ def _heun(denoise_at, schedule: NoiseSchedule, x_T: jax.Array, steps: int) -> ja
         x0, _ = denoise_at(x / scale, t)
         return x0
 
-    def body(x, sig_pair):
-        s, s_next = sig_pair
-        d = (x - data_estimate(x, s)) / s
-        x_euler = x + (s_next - s) * d
-
-        def correct(_):
-            d_next = (x_euler - data_estimate(x_euler, s_next)) / s_next
-            return x + (s_next - s) * 0.5 * (d + d_next)
-
-        return jax.lax.cond(s_next > 0, correct, lambda _: x_euler, None), None
-
     # x_T ~ N(0, I) is the prior of the VP variables at the first noise level.
-    x = x_T * jnp.sqrt(1.0 + sigmas[0] ** 2)
-    x, _ = jax.lax.scan(body, x, (sigmas[:-1], sigmas[1:]))
-    return x
+    return karras_sampler(data_estimate, x_T * jnp.sqrt(1.0 + jnp.float32(sigmas[0]) ** 2), sigmas)

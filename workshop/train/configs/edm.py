@@ -1,0 +1,36 @@
+"""EDM with the U-Net of ddpm_unet.py on 8-bit Fashion-MNIST.
+
+Karras et al. 2022 (arXiv:2206.00364): the preconditioned denoiser with
+sigma_data = 0.5, ln sigma ~ N(-1.2, 1.2^2) while training, the loss weight
+(sigma^2 + sigma_data^2) / (sigma sigma_data)^2, and their deterministic
+Heun sampler on the rho = 7 grid from sigma 80 to 0.002, 18 steps (35
+network evaluations). The network, optimiser and schedule are those of
+ddpm_unet.py, so the configs compare the objectives alone. EDM has no
+likelihood here, so the run ends without a test-set figure; compare samples
+(`sample --quality`).
+
+    PYTHONPATH=. JAX_PLATFORMS=cpu python3 -m workshop.train.main \
+        --config=workshop/train/configs/edm.py --workdir=/tmp/edm
+    PYTHONPATH=. JAX_PLATFORMS=cpu python3 -m workshop.train.sample --workdir=/tmp/edm \
+        --num_samples=16 --compare=heun:18,stochastic:40,euler:50
+"""
+
+from workshop.train.configs import ddpm_unet, with_defaults
+
+
+def get_config():
+    config = ddpm_unet.get_config()
+    config.name = "edm"
+    config.model.model_type = "edm"
+    config.model.parameters = dict(
+        num_res_blocks=1,
+        attention_resolutions=[7],
+        num_heads=4,
+        sigma_data=0.5,
+        p_mean=-1.2,
+        p_std=1.2,
+        sampler="heun",
+        sampling_steps=18,
+    )
+    config.eval = dict(final_eval=False)
+    return with_defaults(config)
