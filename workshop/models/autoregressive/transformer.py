@@ -319,7 +319,8 @@ class Transformer(nnx.Module):
                              "to generate; pass a longer length (at most max_length)")
         return length, tokens
 
-    @compiled_sampling
+    @compiled_sampling(check=lambda self, *, n_samples, prompt=None, length=None, **_: self._prompt_tokens(
+        prompt, n_samples, length))
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  use_cache: bool = True, prompt: jax.Array | None = None, length: int | None = None) -> jax.Array:

@@ -203,7 +203,19 @@ class WaveNet(nnx.Module):
         return self._log_prob(self(x, labels=labels))
 
     # ----------------------------------------------------------- sampling
-    @compiled_sampling
+    def _prompt_codes(self, prompt: jax.Array | None, n_samples: int) -> jax.Array:
+        """`[n_samples, P]` int32 codes of the prompt (P = 0 without one), checked."""
+        if prompt is None:
+            return jnp.zeros((n_samples, 0), jnp.int32)
+        kind = "waveform samples in [-1, 1]" if self.waveform else "mu-law codes"
+        codes = self.codes(broadcast_prompt(prompt, n_samples, 1, what=f"[P] or [n_samples, P] {kind}"))
+        length = self.input_shape[0]
+        if codes.shape[1] > length:
+            raise ValueError(f"wavenet: the prompt has {codes.shape[1]} samples, more than the {length} "
+                             "generated (input_shape)")
+        return codes
+
+    @compiled_sampling(check=lambda self, *, n_samples, prompt=None, **_: self._prompt_codes(prompt, n_samples))
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  fast: bool = True, prompt: jax.Array | None = None) -> jax.Array:
@@ -231,14 +243,7 @@ class WaveNet(nnx.Module):
         labels = self._labels(labels, n_samples)
         conds = self._conditions(labels)
         length = self.input_shape[0]
-        if prompt is None:
-            prompt = jnp.zeros((n_samples, 0), jnp.int32)
-        else:
-            kind = "waveform samples in [-1, 1]" if self.waveform else "mu-law codes"
-            prompt = self.codes(broadcast_prompt(prompt, n_samples, 1, what=f"[P] or [n_samples, P] {kind}"))
-            if prompt.shape[1] > length:
-                raise ValueError(f"wavenet: the prompt has {prompt.shape[1]} samples, more than the {length} "
-                                 "generated (input_shape)")
+        prompt = self._prompt_codes(prompt, n_samples)
         key = rngs.sample()
         sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
 

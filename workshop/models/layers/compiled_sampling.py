@@ -61,8 +61,16 @@ def _run(method: Callable[..., Any], graphdef: nnx.GraphDef, state: nnx.State, a
     return out, nnx.state((model, rngs), nnx.Not(nnx.Param))
 
 
-def compiled_sampling(method: F) -> F:
-    """Decorates a model's `generate(self, *, n_samples, rngs, **options)` (see the module docstring)."""
+def compiled_sampling(method: F | None = None, *, check: Callable[..., Any] | None = None):
+    """Decorates a model's `generate(self, *, n_samples, rngs, **options)` (see the module docstring).
+
+    Args:
+      method: the `generate` method (`@compiled_sampling`), or None (`@compiled_sampling(check=...)`).
+      check: `check(self, **options)` (`rngs` left out), run on the concrete arguments before the
+        compiled call: checks of array values (prompt tokens in range, say) that a trace cannot make.
+    """
+    if method is None:
+        return functools.partial(compiled_sampling, check=check)
 
     @functools.wraps(method)
     def generate(self, *, rngs: nnx.Rngs, **kwargs):
@@ -79,6 +87,8 @@ def compiled_sampling(method: F) -> F:
             name = f"model_type {self.model_type!r}" if isinstance(getattr(self, "model_type", None), str) else (
                 type(self).__name__)
             validate_labels(labels, int(num_classes), int(kwargs["n_samples"]), model_name=name)
+        if check is not None:
+            check(self, **kwargs)
         out, new_state = _run(method, graphdef, state, arrays, static)
         nnx.update((self, rngs), new_state)
         return out
