@@ -10,7 +10,7 @@ Measures, in one process, each `generate` compiled once ahead of time (one
   * Transformer (the architecture of configs/transformer_text.py, with
     `input_shape=(length,)`): tokens/s of `generate(use_cache=True)` (one
     position per step through the key/value cache) against
-    `use_cache=False` (the whole prefix rerun every step); issue 6 asks the
+    `use_cache=False` (the whole prefix rerun every step); the aim is for the
     cache to win by 10x or more at 512 tokens;
   * WaveNet (the architecture of configs/wavenet_audio.py): audio samples/s
     of the fast algorithm (Paine et al. 2016, arXiv:1611.09482; per-layer

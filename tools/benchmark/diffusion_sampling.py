@@ -3,7 +3,7 @@
     PYTHONPATH=. python -m tools.benchmark.diffusion_sampling --model=ddpm_unet
     tools/bazel run //tools/benchmark:diffusion_sampling -- --model=ddpm_dit --batch_size=64 --steps=50
 
-Issue 3 asks that sampling DDIM with 50 steps at batch 64 take no more than
+The aim: sampling DDIM with 50 steps at batch 64 takes no more than
 10 % longer than 50 forward passes of the denoiser on the same batch, measured
 in the same process: the `lax.scan` loop, the per-step noise and the update
 arithmetic must add (almost) nothing. Both sides are `jax.jit`-compiled

@@ -180,7 +180,7 @@ class NonFiniteTest(parameterized.TestCase):
         checkpointer.close()
 
     def test_no_checkpoint_holds_a_state_that_took_bad_steps_whatever_log_every(self):
-        # Issue 15, item 9: the steps from 6 on all go NaN (a diverged run) and are noticed only at
+        # The steps from 6 on all go NaN (a diverged run) and are noticed only at
         # the logging step 12; saving every 2 steps and keeping 3 used to save the frozen state
         # as 8, 10, 12 and delete 2 and 4: "nothing to roll back to ... have [8, 10, 12]".
         nan_at = tuple(range(5, 12))

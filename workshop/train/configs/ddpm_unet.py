@@ -6,7 +6,7 @@ down, two up), self-attention only at 7x7 (the last level and the middle
 block), linear schedule, T = 1000, epsilon prediction, DDIM-50 samples (Song
 et al. 2021, arXiv:2010.02502).
 
-The levels were chosen for speed on XLA's CPU backend (issue 3): the former
+The levels were chosen for speed on XLA's CPU backend: the former
 two-level net (32, 64) with attention at 14x14 spent about a third of its
 step in attention over 196 positions with 16-dimensional heads. Measured in
 one process on the shared 2-core CPU (train step at batch 64, bare `jax.jit`,
