@@ -59,7 +59,7 @@ def ws_py_test(
     """
     srcs = srcs or [name + ".py"]
     kwargs.setdefault("timeout", _TIMEOUTS[size])
-    all_deps = deps + py_deps(pip_deps + ["absl"])
+    all_deps = deps + py_deps(pip_deps + ([] if "absl" in pip_deps else ["absl"]))
     cpu_env = dict(env)
     cpu_env["JAX_PLATFORMS"] = "cpu"
     if cpu_devices:
