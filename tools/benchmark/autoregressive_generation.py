@@ -25,13 +25,13 @@ still a lower bound.
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from typing import Any
 
 import jax
 from absl import app, flags
 from flax import nnx
+from tools.benchmark.reports import write_report
 
 __all__ = ["format_results", "measure_generation", "run"]
 
@@ -149,11 +149,7 @@ def main(argv):
                  naive_repeats=_NAIVE_REPEATS.value)
     print(format_results(result))
     if _OUTPUT.value:
-        from workshop.train.cli import user_path  # pylint: disable=g-import-not-at-top
-
-        path = user_path(_OUTPUT.value)
-        path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {path}")
+        write_report(_OUTPUT.value, result)
 
 
 if __name__ == "__main__":

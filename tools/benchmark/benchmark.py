@@ -54,6 +54,7 @@ from workshop.train.experiment import data_source, make_trainer, parse_config
 from workshop.data.pipeline import BatchPipeline
 from workshop.models.factories import create_model
 from flax import nnx
+from tools.benchmark.reports import write_report
 
 _MODEL = flags.DEFINE_string("model", "vae", "Config module in workshop/train/configs, a comma-separated list, "
                              "or 'all' (every registered family's reference config).")
@@ -383,11 +384,7 @@ def main(argv):
     print(f"machine: {m['device']} ({m['device_kind']}), {m['cpu_count']} CPUs, load average at the end "
           f"{os.getloadavg()[0]:.1f} (at the start {m['load_average_1min']:.1f}), jax {m['jax_version']}, started {m['start_utc']} UTC")
     if _OUTPUT.value:
-        from workshop.train.cli import user_path
-
-        path = user_path(_OUTPUT.value)
-        path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-        print(f"wrote {path}")
+        write_report(_OUTPUT.value, report)
 
 
 if __name__ == "__main__":

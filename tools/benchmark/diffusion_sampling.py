@@ -22,13 +22,13 @@ freshly initialised model (weights do not change the cost).
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from tools.benchmark.reports import write_report
 
 __all__ = ["format_result", "measure_config", "measure_sampling_overhead"]
 
@@ -162,11 +162,7 @@ def main(argv, flags_module) -> None:
     result["devices"] = [str(d) for d in jax.devices()]
     print(format_result(result))
     if f.output:
-        from workshop.train.cli import user_path
-
-        path = user_path(f.output)
-        path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {path}")
+        write_report(f.output, result)
 
 
 def _run() -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import glob
 import importlib
-import json
 import math
 import os
 import sys
@@ -51,6 +50,7 @@ from flax import nnx
 
 from workshop.models.factories import create_model
 from workshop.train.experiment import data_source, make_trainer, parse_config
+from tools.benchmark.reports import write_report
 
 _CASES = flags.DEFINE_list("cases", ["vae:64", "vae:128", "conv_vae:128"],
                            "<config>:<batch size> pairs; configs: vae (MLP VAE) and conv_vae.")
@@ -437,11 +437,7 @@ def main(argv):
     print(format_markdown(results))
     report = {"jax_version": jax.__version__, "cpu_count": os.cpu_count(), "torch": torch_note, "results": results}
     if _OUTPUT.value:
-        from workshop.train.cli import user_path  # noqa: PLC0415
-
-        path = user_path(_OUTPUT.value)
-        path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-        print(f"wrote {path}")
+        write_report(_OUTPUT.value, report)
 
 
 if __name__ == "__main__":

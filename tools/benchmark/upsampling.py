@@ -15,7 +15,6 @@ cost analysis.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 
@@ -28,6 +27,7 @@ from workshop.data.pipeline import BatchPipeline
 from workshop.models.factories import create_model
 from workshop.models.layers import UPSAMPLINGS
 from workshop.train.experiment import data_source, make_trainer, parse_config
+from tools.benchmark.reports import write_report
 
 _CONFIGS = flags.DEFINE_list("configs", ["conv_vae", "dcgan", "vqvae", "ddpm_unet"], "Configs with an upsampling.")
 _METHODS = flags.DEFINE_list("methods", ["transposed", *[m for m in UPSAMPLINGS if m != "transposed"]],
@@ -111,9 +111,7 @@ def main(argv):
                   f"| {v['speedup_over_' + ref]:.2f}, {v['cpu_speedup_over_' + ref]:.2f} | {v['gflop_per_step']:.2f} "
                   f"| {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
     if _OUTPUT.value:
-        from workshop.train.cli import user_path  # noqa: PLC0415
-
-        user_path(_OUTPUT.value).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        write_report(_OUTPUT.value, results)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 from absl import app, flags
+from tools.benchmark.reports import write_report
 
 _CONFIGS = flags.DEFINE_list("configs", ["vae", "conv_vae", "dcgan", "ddpm_unet", "glow", "pixelcnn"],
                              "Configs of workshop/train/configs.")
@@ -135,11 +136,7 @@ def main(argv):
     print(f"load average {report['load_average']['min']:.1f}-{report['load_average']['max']:.1f}, "
           f"batch {_BATCH.value}, {_ROUNDS.value} rounds")
     if _OUTPUT.value:
-        from workshop.train.cli import user_path  # noqa: PLC0415
-
-        path = user_path(_OUTPUT.value)
-        path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-        print(f"wrote {path}")
+        write_report(_OUTPUT.value, report)
 
 
 if __name__ == "__main__":
