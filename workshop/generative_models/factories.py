@@ -1,21 +1,6 @@
 """Guide import path for the model factories (re-exports `workshop.models.factories`)."""
 
-from workshop.models.factories import (  # noqa: F401
-    create_autoregressive as create_autoregressive,
-    create_diffusion as create_diffusion,
-    create_ebm as create_ebm,
-    create_flow as create_flow,
-    create_gan as create_gan,
-    create_model as create_model,
-    create_vae as create_vae,
-)
+from workshop.models import factories as _factories
+from workshop.models.factories import *  # noqa: F401,F403  pylint: disable=wildcard-import
 
-__all__ = [
-    "create_autoregressive",
-    "create_diffusion",
-    "create_ebm",
-    "create_flow",
-    "create_gan",
-    "create_model",
-    "create_vae",
-]
+__all__ = list(_factories.__all__)
