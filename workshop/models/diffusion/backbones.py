@@ -13,7 +13,7 @@ for the continuous-time models.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +24,9 @@ from pydantic import ConfigDict, Field, PositiveInt
 from workshop.core.configuration import ModelConfiguration
 from workshop.models.diffusion.dit import DiT
 from workshop.models.diffusion.unet import UNet
-from workshop.models.layers import Upsampling
+from workshop.models.layers import Upsampling, class_labels
 
-__all__ = ["BACKBONES", "BackboneParameters", "backbone_name", "drop_labels", "guided", "make_backbone"]
+__all__ = ["BACKBONES", "BackboneParameters", "ClassConditioning", "backbone_name", "drop_labels", "guided", "make_backbone"]
 
 BACKBONES = ("unet", "dit")
 
@@ -114,3 +114,30 @@ def guided(network: Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array
                   jnp.concatenate([labels, jnp.full_like(labels, null_label)]))
     cond, uncond = jnp.split(out, 2)
     return uncond + guidance_scale * (cond - uncond)
+
+
+class ClassConditioning:
+    """Class labels and classifier-free guidance options of the diffusion family's models.
+
+    A mixin for a model with a `model_type`, a default `guidance_scale` and,
+    when class-conditional, `num_classes` (the backbone's "no label" class is
+    `num_classes`).
+    """
+
+    @property
+    def conditional(self) -> bool:
+        return hasattr(self, "num_classes")
+
+    def _labels(self, labels: Any, batch: int) -> jax.Array | None:
+        """Checked `[batch]` int32 labels (None for an unconditional model; required by a conditional one)."""
+        return class_labels(labels, getattr(self, "num_classes", None), batch, model_name=f"model_type {self.model_type!r}",
+                            unconditional_hint="set parameters num_classes to train a class-conditional model")
+
+    def _guidance_scale(self, guidance_scale: float | None) -> float:
+        """The guidance scale to sample with: the default, or one a conditional model accepts."""
+        if guidance_scale is None:
+            return self.guidance_scale if self.conditional else 1.0
+        if not self.conditional and float(guidance_scale) != 1.0:
+            raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model; model_type "
+                             f"{self.model_type!r} here is unconditional (set parameters num_classes)")
+        return float(guidance_scale)

@@ -38,20 +38,12 @@ from pydantic import ConfigDict, Field, PositiveInt
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model, validate_parameters
 from workshop.models.diffusion import ode, schedules
-from workshop.models.diffusion.backbones import BACKBONES, BackboneParameters, backbone_name, make_backbone
+from workshop.models.diffusion.backbones import BACKBONES, BackboneParameters, ClassConditioning, backbone_name, make_backbone
 from workshop.models.diffusion.samplers import check_sampler, clip_x0, run_sampler
 from workshop.models.diffusion.vlb import variational_bound
-from workshop.models.layers import class_labels, compiled_sampling
+from workshop.models.layers import compiled_sampling
 
 __all__ = ["BACKBONES", "DDPM", "DDPMParameters"]
-
-
-def ode_likelihood_data(divergence: str) -> str:
-    """What an "exact (ODE)" log_prob of 8-bit images is a likelihood of, stated beside the number."""
-    how = ("the exact divergence" if divergence == "exact"
-           else "Hutchinson's divergence estimate (Rademacher probes, unbiased)")
-    return ("8-bit images k/255: log P of the discrete image under uniform dequantisation y = (255 x + u) / 256 "
-            f"(Theis et al. 2016), a lower bound in expectation over u; dopri5 ODE solve, {how}")
 
 
 class DDPMParameters(BackboneParameters):
@@ -83,7 +75,7 @@ def _parameters(config: ModelConfiguration) -> DDPMParameters:
 
 @register_model("ddpm", family="diffusion", parameters=DDPMParameters,
                 description="Denoising diffusion probabilistic model (Ho et al. 2020), U-Net or DiT")
-class DDPM(nnx.Module):
+class DDPM(ClassConditioning, nnx.Module):
     """A DDPM over images `[B, H, W, C]` in [0, 1].
 
     Args:
@@ -112,7 +104,7 @@ class DDPM(nnx.Module):
         self.likelihood, self.likelihood_divergence = p.likelihood, p.likelihood_divergence
         if p.likelihood == "ode":
             self.likelihood_estimate = "exact (ODE)"
-            self.likelihood_data = ode_likelihood_data(p.likelihood_divergence)
+            self.likelihood_data = ode.dequantized_likelihood_data("dopri5", p.likelihood_divergence, 1)
         check_sampler(self.sampler, self.sampling_steps, self.num_timesteps)
         if p.num_classes is not None:
             self.num_classes = int(p.num_classes)
@@ -120,14 +112,6 @@ class DDPM(nnx.Module):
         self.backbone = make_backbone(config, p, in_channels=c + condition_channels, out_channels=c, rngs=rngs)
 
     # ------------------------------------------------------------ internals
-    @property
-    def conditional(self) -> bool:
-        return hasattr(self, "num_classes")
-
-    def _labels(self, labels: Any, batch: int) -> jax.Array | None:
-        return class_labels(labels, getattr(self, "num_classes", None), batch, model_name=f"model_type {self.model_type!r}",
-                            unconditional_hint="set parameters num_classes to train a class-conditional model")
-
     def _network(self, x_t: jax.Array, t: jax.Array, labels: jax.Array | None,
                  condition: jax.Array | None) -> jax.Array:
         inputs = x_t if condition is None else jnp.concatenate([x_t, condition.astype(x_t.dtype)], axis=-1)
@@ -167,12 +151,7 @@ class DDPM(nnx.Module):
         sampler = check_sampler(self.sampler if sampler is None else sampler,
                                 self.sampling_steps if steps is None else steps, self.num_timesteps)
         steps = self.sampling_steps if steps is None else int(steps)
-        if guidance_scale is None:
-            guidance_scale = self.guidance_scale if self.conditional else 1.0
-        elif not self.conditional and float(guidance_scale) != 1.0:
-            raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model; model_type "
-                             f"{self.model_type!r} here is unconditional (set parameters num_classes)")
-        return labels, sampler, steps, float(guidance_scale)
+        return labels, sampler, steps, self._guidance_scale(guidance_scale)
 
     # --------------------------------------------------------- training API
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs, labels: jax.Array | None = None,
@@ -290,27 +269,26 @@ class DDPM(nnx.Module):
 
     def _ode_log_prob(self, x: jax.Array, *, rngs: nnx.Rngs, num_probes: int | None, labels: jax.Array | None,
                       condition: jax.Array | None) -> jax.Array:
-        """log P(x) of 8-bit images through the probability-flow ODE, nats `[B]` (see the module docstring)."""
-        x = jnp.asarray(x, jnp.float32)
-        z = 2.0 * (x * 255.0 + jax.random.uniform(rngs.sample(), x.shape)) / 256.0 - 1.0
+        """log P(x) of 8-bit images through the probability-flow ODE, nats `[B]` (see the module docstring).
+
+        In the variance-exploding form x~ = x_t / alpha_t = x0 + sigma n, sigma = sigma_t / alpha_t,
+        from the first timestep's sigma to the last's (`ode.denoiser_log_likelihood`); the prior
+        x~ = x_T sqrt(1 + sigma_max^2), x_T ~ N(0, I), is its N(0, (1 + sigma_max^2) I).
+        """
+        z = ode.dequantize(x, rngs.sample())
         abar = self.schedule.alpha_bars
-        log_sigma = 0.5 * (np.log1p(-abar) - np.log(abar))  # sigma = sigma_t / alpha_t, increasing in t
-        s_max = float(log_sigma[-1])
+        sigmas = np.sqrt((1.0 - abar) / abar)
 
-        def velocity(x_tilde, log_s):  # dx~/d ln(sigma) = x~ - x0_hat
-            scale = jnp.sqrt(1.0 + jnp.exp(2.0 * log_s))
-            t = jnp.full((x_tilde.shape[0],), self.schedule.timestep_of_log_snr(-2.0 * log_s))
-            alpha, sigma = self.schedule.alpha_sigma(t)
-            pred = self._network(x_tilde / scale, t, labels, condition)
-            return x_tilde - schedules.to_x0_and_eps(self.prediction_type, pred, x_tilde / scale, alpha, sigma)[0]
+        def denoise(x_tilde, sigma):
+            t = jnp.full((x_tilde.shape[0],), self.schedule.timestep_of_log_snr(-2.0 * jnp.log(sigma)))
+            alpha, sigma_t = self.schedule.alpha_sigma(t)
+            x_t = x_tilde / jnp.sqrt(1.0 + sigma**2)
+            pred = self._network(x_t, t, labels, condition)
+            return schedules.to_x0_and_eps(self.prediction_type, pred, x_t, alpha, sigma_t)[0]
 
-        def prior(x_tilde):  # x~ = x_T sqrt(1 + sigma_max^2), x_T ~ N(0, I)
-            var = 1.0 + math.exp(2.0 * s_max)
-            return ode.standard_normal_log_prob(x_tilde / math.sqrt(var)) - 0.5 * z[0].size * math.log(var)
-
-        log_pz, _ = ode.ode_log_likelihood(velocity, z, t0=float(log_sigma[0]), t1=s_max,
-                                           divergence=self.likelihood_divergence, key=rngs.sample(),
-                                           num_probes=1 if num_probes is None else int(num_probes),
-                                           solver="dopri5", steps=20, rtol=1e-5, atol=1e-5, prior_log_prob=prior)
-        return log_pz - z[0].size * math.log(128.0)
+        log_pz, _ = ode.denoiser_log_likelihood(
+            denoise, z, sigma_min=float(sigmas[0]), sigma_max=float(sigmas[-1]), data_variance=1.0,
+            divergence=self.likelihood_divergence, key=rngs.sample(),
+            num_probes=1 if num_probes is None else int(num_probes), solver="dopri5", steps=20)
+        return log_pz - math.prod(self.input_shape) * ode.BIN_LOG_VOLUME
 

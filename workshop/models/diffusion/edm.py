@@ -23,11 +23,20 @@ Algorithm 2 with S_churn, S_min, S_max and S_noise; "dopri5" integrates the
 probability-flow ODE dx/dsigma = (x - D) / sigma adaptively from sigma_max
 to sigma_min (`ode.py`) and takes the final step to 0, x = D(x; sigma_min).
 Class-conditional models use classifier-free guidance on D.
+
+`log_prob` is the log-likelihood through the same probability-flow ODE (Song
+et al. 2021, arXiv:2011.13456), dx/d ln(sigma) = x - D(x; sigma) from
+sigma_min to sigma_max with the instantaneous change of variables
+(`ode.denoiser_log_likelihood`), prior N(0, (sigma_data^2 + sigma_max^2) I),
+of the 8-bit image under uniform dequantisation (exact divergence or
+Hutchinson's estimator).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -38,9 +47,9 @@ from pydantic import ConfigDict, Field, PositiveInt, model_validator
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model, typed_parameters
 from workshop.models.diffusion import ode
-from workshop.models.diffusion.backbones import BackboneParameters, backbone_name, drop_labels, guided, make_backbone
+from workshop.models.diffusion.backbones import BackboneParameters, ClassConditioning, backbone_name, drop_labels, guided, make_backbone
 from workshop.models.diffusion.samplers import karras_sampler, karras_sigmas
-from workshop.models.layers import class_labels
+from workshop.models.layers import compiled_sampling
 
 __all__ = ["EDM", "EDMParameters", "EDM_SAMPLERS", "edm_loss_weight", "edm_preconditioning"]
 
@@ -66,8 +75,12 @@ class EDMParameters(BackboneParameters):
     s_min: float = Field(0.05, ge=0.0, description="stochastic sampler: churn only for sigma >= s_min")
     s_max: float = Field(50.0, ge=0.0, description="stochastic sampler: churn only for sigma <= s_max")
     s_noise: float = Field(1.003, gt=0.0, description="stochastic sampler: noise inflation")
-    rtol: float = Field(1e-4, gt=0.0, description="dopri5 relative tolerance")
-    atol: float = Field(1e-4, gt=0.0, description="dopri5 absolute tolerance")
+    rtol: float = Field(1e-4, gt=0.0, description="dopri5 relative tolerance (sampling)")
+    atol: float = Field(1e-4, gt=0.0, description="dopri5 absolute tolerance (sampling)")
+    likelihood_divergence: Literal["exact", "hutchinson"] = Field(
+        "hutchinson", description="log_prob's divergence: exact (one JVP per dimension) or Hutchinson")
+    likelihood_probes: PositiveInt = Field(1, description="Rademacher probes per image (hutchinson)")
+    likelihood_tolerance: float = Field(1e-5, gt=0.0, description="log_prob's dopri5 rtol and atol")
     label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="label drop rate for classifier-free guidance")
     guidance_scale: float = Field(1.0, ge=0.0, description="default classifier-free guidance scale")
 
@@ -96,7 +109,7 @@ def _bcast(a: jax.Array, like: jax.Array) -> jax.Array:
 
 @register_model("edm", family="diffusion", parameters=EDMParameters,
                 description="EDM (Karras et al. 2022): preconditioned denoiser, Heun and stochastic samplers")
-class EDM(nnx.Module):
+class EDM(ClassConditioning, nnx.Module):
     """An EDM over images `[B, H, W, C]` in [0, 1].
 
     Args:
@@ -104,6 +117,8 @@ class EDM(nnx.Module):
         `encoder_features` (the U-Net's level widths) and `parameters` (see `EDMParameters`).
       rngs: `params` stream (or default) for the initialisers.
     """
+
+    likelihood_estimate = "exact (ODE)"
 
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
         p = typed_parameters(config.model_type, config.parameters, EDMParameters)
@@ -113,22 +128,18 @@ class EDM(nnx.Module):
         self.sigma_data, self.p_mean, self.p_std = float(p.sigma_data), float(p.p_mean), float(p.p_std)
         self.sigma_min, self.sigma_max, self.rho = float(p.sigma_min), float(p.sigma_max), float(p.rho)
         self.sampler, self.sampling_steps = p.sampler, int(p.sampling_steps)
-        self.churn = dict(s_churn=float(p.s_churn), s_min=float(p.s_min), s_max=float(p.s_max),
-                          s_noise=float(p.s_noise))
+        # Pairs, not a dict: static attributes of a module must be hashable (compiled sampling).
+        self.churn = (("s_churn", float(p.s_churn)), ("s_min", float(p.s_min)), ("s_max", float(p.s_max)),
+                      ("s_noise", float(p.s_noise)))
         self.rtol, self.atol = float(p.rtol), float(p.atol)
         self.label_dropout, self.guidance_scale = float(p.label_dropout), float(p.guidance_scale)
+        self.likelihood_divergence, self.likelihood_probes = p.likelihood_divergence, int(p.likelihood_probes)
+        self.likelihood_tolerance = float(p.likelihood_tolerance)
+        self.likelihood_data = ode.dequantized_likelihood_data("dopri5", p.likelihood_divergence, p.likelihood_probes)
         if p.num_classes is not None:
             self.num_classes = int(p.num_classes)
         c = self.input_shape[-1]
         self.backbone = make_backbone(config, p, in_channels=c, out_channels=c, rngs=rngs)
-
-    @property
-    def conditional(self) -> bool:
-        return hasattr(self, "num_classes")
-
-    def _labels(self, labels: Any, batch: int) -> jax.Array | None:
-        return class_labels(labels, getattr(self, "num_classes", None), batch, model_name=f"model_type {self.model_type!r}",
-                            unconditional_hint="set parameters num_classes to train a class-conditional model")
 
     def denoise(self, x: jax.Array, sigma: jax.Array, *, labels: jax.Array | None = None,
                 guidance_scale: float = 1.0) -> jax.Array:
@@ -179,12 +190,7 @@ class EDM(nnx.Module):
         steps = self.sampling_steps if steps is None else steps
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if guidance_scale is None:
-            guidance_scale = self.guidance_scale if self.conditional else 1.0
-        elif not self.conditional and float(guidance_scale) != 1.0:
-            raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model; model_type "
-                             f"{self.model_type!r} here is unconditional (set parameters num_classes)")
-        return labels, name, int(steps), float(guidance_scale)
+        return labels, name, int(steps), self._guidance_scale(guidance_scale)
 
     def sample(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None, sampler: str | None = None,
                steps: int | None = None, guidance_scale: float | None = None) -> tuple[jax.Array, jax.Array]:
@@ -208,10 +214,11 @@ class EDM(nnx.Module):
                                    solver="dopri5", steps=steps, rtol=self.rtol, atol=self.atol)
             return denoise(x, self.sigma_min), nfe + 1
         sigmas = karras_sigmas(self.sigma_min, self.sigma_max, steps, self.rho)
-        churn = self.churn if name == "stochastic" else {}
+        churn = dict(self.churn) if name == "stochastic" else {}
         x = karras_sampler(denoise, x, sigmas, keys=pairs[:, 1], second_order=name != "euler", **churn)
         return x, jnp.asarray(steps if name == "euler" else 2 * steps - 1, jnp.int32)
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  sampler: str | None = None, steps: int | None = None,
                  guidance_scale: float | None = None) -> jax.Array:
@@ -231,3 +238,24 @@ class EDM(nnx.Module):
         x, _ = self.sample(n_samples=n_samples, rngs=rngs, labels=labels, sampler=sampler, steps=steps,
                            guidance_scale=guidance_scale)
         return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+    # ----------------------------------------------------------- likelihood
+    def log_prob(self, x: jax.Array, *, rngs: nnx.Rngs, num_samples: int | None = None,
+                 labels: jax.Array | None = None) -> jax.Array:
+        """log P(x) of 8-bit images through the probability-flow ODE, nats per example `[B]`.
+
+        Args:
+          x: `[B, H, W, C]` float images k / 255 in [0, 1].
+          rngs: the `sample` stream draws the dequantisation noise and the probes.
+          num_samples: Hutchinson probes per image (None: `likelihood_probes`).
+          labels: `[B]` classes (conditional models): log P(x | y), no guidance.
+        """
+        labels = self._labels(labels, x.shape[0])
+        z = ode.dequantize(x, rngs.sample())
+        log_pz, _ = ode.denoiser_log_likelihood(
+            lambda y, sigma: self.denoise(y, sigma, labels=labels), z, sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max, data_variance=self.sigma_data**2, divergence=self.likelihood_divergence,
+            key=rngs.sample(), num_probes=self.likelihood_probes if num_samples is None else int(num_samples),
+            solver="dopri5", steps=self.sampling_steps, rtol=self.likelihood_tolerance,
+            atol=self.likelihood_tolerance)
+        return log_pz - math.prod(self.input_shape) * ode.BIN_LOG_VOLUME

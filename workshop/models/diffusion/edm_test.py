@@ -9,7 +9,7 @@ from absl.testing import absltest, parameterized
 from flax import nnx
 
 from workshop.core.configuration import ModelConfiguration
-from workshop.models.diffusion import EDM
+from workshop.models.diffusion import EDM, ode
 from workshop.models.diffusion.edm import edm_loss_weight, edm_preconditioning
 from workshop.models.diffusion.samplers import karras_sampler, karras_sigmas
 from workshop.models.factories import create_model
@@ -128,6 +128,32 @@ class EDMTest(parameterized.TestCase):
             self.assertGreater(int(count), 7)
         images = model.generate(n_samples=3, rngs=nnx.Rngs(3), sampler="heun", steps=4)
         self.assertTrue(bool(jnp.all((images >= 0) & (images <= 1))))
+
+    def test_ode_log_prob_is_exact_for_gaussian_data(self):
+        # F = 0 at initialisation: D(x; sigma) = c_skip x is the exact denoiser of x0 ~ N(0, sigma_data^2),
+        # whose marginal at sigma_min is N(0, sigma_data^2 + sigma_min^2) per pixel: the ODE must give it.
+        model = create_model(_config(likelihood_divergence="exact"), rngs=nnx.Rngs(0))
+        self.assertEqual(model.likelihood_estimate, "exact (ODE)")
+        x = jnp.round(jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 4, 1)) * 255) / 255
+        log_p = model.log_prob(x, rngs=nnx.Rngs(4))
+        z = np.asarray(ode.dequantize(x, nnx.Rngs(4).sample())).reshape(3, -1)
+        var = 0.5**2 + 0.002**2
+        want = np.sum(-0.5 * z**2 / var - 0.5 * np.log(2 * np.pi * var), axis=1) - 16 * np.log(128)
+        np.testing.assert_allclose(log_p, want, atol=0.02)
+        self.assertGreater(float(jnp.abs(log_p - model.log_prob(x, rngs=nnx.Rngs(5))).max()), 0.01)  # u matters
+        # A denoiser that is not the optimal one for this data gives another density.
+        model.sigma_data = 0.3
+        self.assertGreater(float(jnp.abs(model.log_prob(x, rngs=nnx.Rngs(4)) - log_p).min()), 1.0)
+
+    def test_hutchinson_is_exact_for_a_diagonal_jacobian(self):
+        # With F = 0 the Jacobian of x - c_skip x is diagonal with equal entries: eps^T J eps = trace J
+        # for every Rademacher probe, so one probe gives the exact log-likelihood.
+        exact = create_model(_config(likelihood_divergence="exact"), rngs=nnx.Rngs(0))
+        probe = create_model(_config(likelihood_divergence="hutchinson"), rngs=nnx.Rngs(0))
+        x = jnp.round(jax.random.uniform(jax.random.PRNGKey(0), (2, 4, 4, 1)) * 255) / 255
+        np.testing.assert_allclose(probe.log_prob(x, rngs=nnx.Rngs(7)), exact.log_prob(x, rngs=nnx.Rngs(7)),
+                                   rtol=1e-5)
+        self.assertIn("Hutchinson", probe.likelihood_data)
 
     def test_guidance_mixes_conditional_and_unconditional_denoisers(self):
         model = create_model(_config(num_classes=3), rngs=nnx.Rngs(0))

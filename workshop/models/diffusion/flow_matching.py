@@ -42,14 +42,13 @@ from pydantic import ConfigDict, Field, PositiveInt
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model, typed_parameters
 from workshop.models.diffusion import ode
-from workshop.models.diffusion.backbones import BackboneParameters, backbone_name, drop_labels, guided, make_backbone
-from workshop.models.layers import class_labels
+from workshop.models.diffusion.backbones import BackboneParameters, ClassConditioning, backbone_name, drop_labels, guided, make_backbone
+from workshop.models.layers import compiled_sampling
 
 __all__ = ["FlowMatching", "FlowMatchingParameters", "TIME_SAMPLINGS", "sample_times"]
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 _TIME_SCALE = 1000.0  # the backbone's timestep embedding sees 1000 t, the span of DDPM timesteps
-_NUM_BINS_8BIT = 256
 
 
 class FlowMatchingParameters(BackboneParameters):
@@ -85,7 +84,7 @@ def sample_times(key: jax.Array, batch: int, kind: str, mean: float = 0.0, std: 
 
 @register_model("flow_matching", family="diffusion", parameters=FlowMatchingParameters,
                 description="Flow matching on the OT path (Lipman et al. 2023), U-Net or DiT")
-class FlowMatching(nnx.Module):
+class FlowMatching(ClassConditioning, nnx.Module):
     """Flow matching over images `[B, H, W, C]` in [0, 1].
 
     Args:
@@ -110,25 +109,14 @@ class FlowMatching(nnx.Module):
         self.rtol, self.atol, self.max_ode_steps = float(p.rtol), float(p.atol), int(p.max_ode_steps)
         self.likelihood_divergence, self.likelihood_probes = p.likelihood_divergence, int(p.likelihood_probes)
         self.likelihood_solver = p.likelihood_solver
-        divergence = ("the exact divergence" if p.likelihood_divergence == "exact" else
-                      f"Hutchinson's divergence estimate ({p.likelihood_probes} Rademacher probe(s), unbiased)")
-        self.likelihood_data = (
-            "8-bit images k/255: log P of the discrete image under uniform dequantisation y = (255 x + u) / 256 "
-            f"(Theis et al. 2016), a lower bound in expectation over u; {p.likelihood_solver} ODE solve, {divergence}")
+        self.likelihood_data = ode.dequantized_likelihood_data(p.likelihood_solver, p.likelihood_divergence,
+                                                               p.likelihood_probes)
         if p.num_classes is not None:
             self.num_classes = int(p.num_classes)
         c = self.input_shape[-1]
         self.backbone = make_backbone(config, p, in_channels=c, out_channels=c, rngs=rngs)
 
     # ------------------------------------------------------------ internals
-    @property
-    def conditional(self) -> bool:
-        return hasattr(self, "num_classes")
-
-    def _labels(self, labels: Any, batch: int) -> jax.Array | None:
-        return class_labels(labels, getattr(self, "num_classes", None), batch, model_name=f"model_type {self.model_type!r}",
-                            unconditional_hint="set parameters num_classes to train a class-conditional model")
-
     def _network(self, x: jax.Array, t: jax.Array, labels: jax.Array | None) -> jax.Array:
         return self.backbone(x, _TIME_SCALE * t, labels)
 
@@ -138,13 +126,6 @@ class FlowMatching(nnx.Module):
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
         null = getattr(self, "num_classes", None)
         return guided(self._network, x, t, labels, null_label=null, guidance_scale=guidance_scale)
-
-    def to_model_space(self, x: jax.Array, u: jax.Array | None = None) -> jax.Array:
-        """Images in [0, 1] -> x0 in [-1, 1], dequantised with `u` `[B, H, W, C]` in [0, 1) when given."""
-        x = jnp.asarray(x, jnp.float32)
-        if u is not None:
-            x = (x * (_NUM_BINS_8BIT - 1) + u) / _NUM_BINS_8BIT
-        return 2.0 * x - 1.0
 
     # --------------------------------------------------------- training API
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs, labels: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -160,8 +141,7 @@ class FlowMatching(nnx.Module):
         """
         batch = x.shape[0]
         labels = self._labels(labels, batch)
-        u = jax.random.uniform(rngs.sample(), x.shape) if self.dequantize else None
-        x0 = self.to_model_space(x, u)
+        x0 = ode.dequantize(x, rngs.sample()) if self.dequantize else 2.0 * jnp.asarray(x, jnp.float32) - 1.0
         t = sample_times(rngs.sample(), batch, self.time_sampling, self.logit_normal_mean, self.logit_normal_std)
         eps = jax.random.normal(rngs.sample(), x0.shape)
         tb = t.reshape(-1, 1, 1, 1)
@@ -181,12 +161,7 @@ class FlowMatching(nnx.Module):
         labels = self._labels(labels, batch)
         steps = self.sampling_steps if steps is None else steps
         sampler = ode.check_solver(self.sampler if sampler is None else sampler, steps)
-        if guidance_scale is None:
-            guidance_scale = self.guidance_scale if self.conditional else 1.0
-        elif not self.conditional and float(guidance_scale) != 1.0:
-            raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model; model_type "
-                             f"{self.model_type!r} here is unconditional (set parameters num_classes)")
-        return labels, sampler, int(steps), float(guidance_scale)
+        return labels, sampler, int(steps), self._guidance_scale(guidance_scale)
 
     def sample(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None, sampler: str | None = None,
                steps: int | None = None, guidance_scale: float | None = None) -> tuple[jax.Array, jax.Array]:
@@ -209,6 +184,7 @@ class FlowMatching(nnx.Module):
                                 max_steps=self.max_ode_steps)
         return jnp.clip((x0 + 1.0) / 2.0, 0.0, 1.0), nfe
 
+    @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
                  sampler: str | None = None, steps: int | None = None,
                  guidance_scale: float | None = None) -> jax.Array:
@@ -244,12 +220,11 @@ class FlowMatching(nnx.Module):
           labels: `[B]` classes (conditional models): log P(x | y), no guidance.
         """
         labels = self._labels(labels, x.shape[0])
-        z = self.to_model_space(x, jax.random.uniform(rngs.sample(), x.shape))
+        z = ode.dequantize(x, rngs.sample())
         probes = self.likelihood_probes if num_samples is None else int(num_samples)
         log_pz, _ = ode.ode_log_likelihood(
             lambda y, t: self.velocity(y, t, labels=labels), z, t0=0.0, t1=1.0,
             divergence=self.likelihood_divergence, key=rngs.sample(), num_probes=probes,
             solver=self.likelihood_solver, steps=self.sampling_steps, rtol=self.rtol, atol=self.atol,
             max_steps=self.max_ode_steps)
-        dims = math.prod(self.input_shape)
-        return log_pz - dims * math.log(_NUM_BINS_8BIT / 2)
+        return log_pz - math.prod(self.input_shape) * ode.BIN_LOG_VOLUME
