@@ -78,7 +78,7 @@ from workshop.data.pipeline import model_input
 from workshop.train.distributed import MeshSharding
 from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
-from workshop.train.trainer import Trainer, TrainState
+from workshop.train.trainer import Trainer, TrainState, cycled_class_labels
 
 __all__ = ["GANTrainer"]
 
@@ -389,7 +389,7 @@ class GANTrainer(Trainer):
         """
         model = self.model_from_state(state)
         if self.conditional and labels is None:
-            labels = jnp.arange(n_samples) % model.num_classes
+            labels = cycled_class_labels(n_samples, model.num_classes)
         model.check_labels(labels, n_samples)
         g_params, g_stats = self._sampling_generator(state)
         out = self._generate(g_params, state.params["discriminator"], {"generator": g_stats, "other": state.rest["other"]},

@@ -21,7 +21,7 @@ from workshop.models.factories import create_model
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.experiment import ExperimentConfig, load_experiment_config, make_trainer
 from workshop.train.image_grid import save_sample_picture
-from workshop.train.trainer import Trainer, TrainState
+from workshop.train.trainer import Trainer, TrainState, cycled_class_labels
 
 __all__ = ["generate_with_options", "restore_workdir", "write_samples"]
 
@@ -78,7 +78,7 @@ def generate_with_options(
         raise ValueError(f"{type(model).__name__}.generate does not take {', '.join(unknown)}; "
                          f"it takes: {', '.join(k for k in accepted if k not in ('n_samples', 'rngs'))}")
     if trainer.conditional and labels is None:
-        labels = np.arange(num_samples) % model.num_classes
+        labels = cycled_class_labels(num_samples, model.num_classes)
     cond = {} if labels is None else {"labels": jnp.asarray(labels, jnp.int32)}
     # Validate eagerly (readable errors) before tracing: the checks run on Python values only.
     if hasattr(model, "sampling_options"):

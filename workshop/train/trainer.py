@@ -30,7 +30,7 @@ from workshop.train.loss_scaling import DynamicLossScale, scaled_value_and_grad
 from workshop.train.optimizers import make_optimizer, skip_nonfinite_update
 from workshop.train.distributed import MeshSharding
 
-__all__ = ["TrainState", "Trainer", "NonFiniteLossError"]
+__all__ = ["TrainState", "Trainer", "NonFiniteLossError", "cycled_class_labels"]
 
 _log = logging.getLogger(__name__)
 
@@ -71,6 +71,15 @@ class TrainState:
     @classmethod
     def from_checkpoint(cls, tree: dict[str, Any]) -> "TrainState":
         return cls(**{f.name: tree.get(f.name) for f in dataclasses.fields(cls)})
+
+
+def cycled_class_labels(n_samples: int, num_classes: int) -> np.ndarray:
+    """The default labels of conditional sampling: 0, 1, ..., num_classes - 1, 0, 1, ...
+
+    Returns:
+      `[n_samples]` int32, so a grid of samples shows every class in turn.
+    """
+    return np.arange(n_samples, dtype=np.int32) % np.int32(num_classes)
 
 
 def _conditioning(conditional: bool, batch: Batch) -> dict[str, Any]:
@@ -310,7 +319,7 @@ class Trainer:
     def generate(self, state: TrainState, n_samples: int, *, seed: int = 0, labels=None) -> np.ndarray:
         """Samples with the EMA parameters: `[n_samples, *input_shape]`."""
         if self.conditional and labels is None:
-            labels = jnp.arange(n_samples) % self.model_from_state(state).num_classes
+            labels = cycled_class_labels(n_samples, self.model_from_state(state).num_classes)
         params = state.ema_params if state.ema_params is not None else state.params
         out = self._generate(params, state.rest, jax.random.PRNGKey(seed), labels, n_samples=n_samples)
         return np.asarray(out)

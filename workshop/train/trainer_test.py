@@ -11,7 +11,7 @@ from flax import nnx
 from workshop.core.compile_counter import count_compiles
 from workshop.core.configuration import OptimizerConfiguration, TrainingConfiguration
 from workshop.train.checkpointing import Checkpointer
-from workshop.train.trainer import NonFiniteLossError, Trainer
+from workshop.train.trainer import NonFiniteLossError, Trainer, cycled_class_labels
 
 
 class _Counter(nnx.Variable):
@@ -167,6 +167,11 @@ class TrainerTest(parameterized.TestCase):
         self.assertTrue(trainer.conditional)
         state, metrics = trainer.train_step(trainer.init_state(), next(_batches()))
         self.assertTrue(np.isfinite(metrics["loss"]))
+
+    def test_default_labels_cycle_through_the_classes(self):
+        labels = cycled_class_labels(7, 3)
+        np.testing.assert_array_equal(labels, [0, 1, 2, 0, 1, 2, 0])
+        self.assertEqual(labels.dtype, np.int32)
 
     def test_evaluate_weights_batches_by_size(self):
         trainer = Trainer(_NoisyGaussian(2, rngs=nnx.Rngs(0)), _config(ema_decay=None))
