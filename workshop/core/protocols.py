@@ -18,6 +18,9 @@ Capabilities that consumers (the experiment, the sample binary) ask for with
   (token models: every id inside the vocabulary).
 * `SamplingOptions`: models that validate sampling options eagerly, on Python
   values, before `generate` is traced.
+* `ElboModel`: models that also give the evidence lower bound, and
+  `JointElboModel` those that give log p(x) and the ELBO from the same
+  importance samples (so that IWAE >= ELBO holds for every example).
 * `SuperResolutionModel`: models that upsample a low-resolution input of shape
   `low_res_shape`.
 """
@@ -31,8 +34,10 @@ from flax import nnx
 
 __all__ = [
     "ConditionalModel",
+    "ElboModel",
     "GenerativeModel",
     "InputChecks",
+    "JointElboModel",
     "LatentModel",
     "LikelihoodModel",
     "SamplingOptions",
@@ -121,3 +126,21 @@ class SuperResolutionModel(Protocol):
     """A model that generates a high-resolution image from a low-resolution one."""
 
     low_res_shape: tuple[int, ...]
+
+
+@runtime_checkable
+class ElboModel(Protocol):
+    """A model that gives the evidence lower bound (Kingma & Welling 2013, arXiv:1312.6114)."""
+
+    def elbo(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """ELBO of each example: `[B, *input_shape] -> [B]` (nats)."""
+        ...
+
+
+@runtime_checkable
+class JointElboModel(Protocol):
+    """A model that gives the IWAE bound and the ELBO from the same importance samples (Burda et al. 2015)."""
+
+    def log_prob_and_elbo(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array]:
+        """`[B, *input_shape] -> ([B], [B])`: log p(x) estimate and ELBO of each example (nats)."""
+        ...

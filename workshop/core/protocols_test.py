@@ -16,6 +16,19 @@ class _Sampler:
         return labels, sampler, steps, guidance_scale
 
 
+class _Vae:
+    def elbo(self, x, *, rngs=None):
+        return x
+
+    def log_prob_and_elbo(self, x, *, rngs=None):
+        return x, x
+
+
+class _ElboOnly:
+    def elbo(self, x, *, rngs=None):
+        return x
+
+
 class _Upsampler:
     def __init__(self):
         self.low_res_shape = (8, 8, 1)
@@ -24,11 +37,14 @@ class _Upsampler:
 class CapabilityProtocolsTest(absltest.TestCase):
 
     def test_each_capability_is_recognised_only_where_present(self):
-        models = {"token": _TokenModel(), "sampler": _Sampler(), "upsampler": _Upsampler(), "plain": object()}
+        models = {"token": _TokenModel(), "sampler": _Sampler(), "upsampler": _Upsampler(), "vae": _Vae(),
+                  "elbo_only": _ElboOnly(), "plain": object()}
         want = {
             protocols.InputChecks: {"token"},
             protocols.SamplingOptions: {"sampler"},
             protocols.SuperResolutionModel: {"upsampler"},
+            protocols.ElboModel: {"vae", "elbo_only"},
+            protocols.JointElboModel: {"vae"},
         }
         for proto, names in want.items():
             got = {name for name, m in models.items() if isinstance(m, proto)}
