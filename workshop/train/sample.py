@@ -28,7 +28,7 @@ from absl import app, flags
 from workshop.core.protocols import SuperResolutionModel
 from workshop.data.sources import encode_text_prompt, write_decoded_samples
 from workshop.eval.quality import sample_quality
-from workshop.models.diffusion.super_resolution import average_pool
+from workshop.models.diffusion import average_pool
 from workshop.train import cli, experiment
 from workshop.train.cli import quiet_library_logs, user_path
 from workshop.train.image_grid import save_labelled_panels
