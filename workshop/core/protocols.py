@@ -10,6 +10,19 @@ against concrete classes: anything that has the methods is a model.
 * `LatentModel`: models with an encoder and a decoder.
 * `ConditionalModel`: models that take class labels; the trainer passes
   `labels=batch["label"]` to `__call__` and callers pass `labels=` to `generate`.
+
+Capabilities that consumers (the experiment, the sample binary) ask for with
+`isinstance(model, P)` instead of probing attributes:
+
+* `InputChecks`: models that validate a whole data source before training
+  (token models: every id inside the vocabulary).
+* `SamplingOptions`: models that validate sampling options eagerly, on Python
+  values, before `generate` is traced.
+* `ElboModel`: models that also give the evidence lower bound, and
+  `JointElboModel` those that give log p(x) and the ELBO from the same
+  importance samples (so that IWAE >= ELBO holds for every example).
+* `SuperResolutionModel`: models that upsample a low-resolution input of shape
+  `low_res_shape`.
 """
 
 from __future__ import annotations
@@ -21,9 +34,14 @@ from flax import nnx
 
 __all__ = [
     "ConditionalModel",
+    "ElboModel",
     "GenerativeModel",
+    "InputChecks",
+    "JointElboModel",
     "LatentModel",
     "LikelihoodModel",
+    "SamplingOptions",
+    "SuperResolutionModel",
 ]
 
 
@@ -82,3 +100,47 @@ class ConditionalModel(Protocol):
     def generate(
         self, *, n_samples: int, rngs: nnx.Rngs | None = None, labels: jax.Array | None = None
     ) -> jax.Array: ...
+
+
+@runtime_checkable
+class InputChecks(Protocol):
+    """A model that checks a data source before any training step."""
+
+    def check_inputs(self, x: Any) -> None:
+        """Raises `ValueError` naming the offending value if `x` (`[N, *input_shape]`) cannot be modelled."""
+        ...
+
+
+@runtime_checkable
+class SamplingOptions(Protocol):
+    """A model that validates its sampling options on Python values, before tracing `generate`."""
+
+    def sampling_options(self, *, labels: Any = None, batch: int, sampler: str | None = None,
+                         steps: int | None = None, guidance_scale: float | None = None) -> Any:
+        """Raises `ValueError` naming the option if the combination cannot be sampled."""
+        ...
+
+
+@runtime_checkable
+class SuperResolutionModel(Protocol):
+    """A model that generates a high-resolution image from a low-resolution one."""
+
+    low_res_shape: tuple[int, ...]
+
+
+@runtime_checkable
+class ElboModel(Protocol):
+    """A model that gives the evidence lower bound (Kingma & Welling 2013, arXiv:1312.6114)."""
+
+    def elbo(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """ELBO of each example: `[B, *input_shape] -> [B]` (nats)."""
+        ...
+
+
+@runtime_checkable
+class JointElboModel(Protocol):
+    """A model that gives the IWAE bound and the ELBO from the same importance samples (Burda et al. 2015)."""
+
+    def log_prob_and_elbo(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array]:
+        """`[B, *input_shape] -> ([B], [B])`: log p(x) estimate and ELBO of each example (nats)."""
+        ...

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from workshop.core import registry
+from workshop.core.protocols import ConditionalModel, ElboModel, JointElboModel, LikelihoodModel
 from workshop.data.pipeline import model_input
 
 __all__ = [
@@ -102,7 +103,7 @@ def likelihood_estimate(model: nnx.Module) -> dict[str, str]:
       TypeError: the model has no `log_prob` (GANs: use sample quality).
     """
     family = _family(model)
-    if not hasattr(model, "log_prob"):
+    if not isinstance(model, LikelihoodModel):
         what = f"model_type {getattr(model, 'model_type', type(model).__name__)!r}"
         raise TypeError(
             f"{what} (family {family or 'unknown'}) has no log_prob, so its likelihood is undefined; "
@@ -195,10 +196,10 @@ def _per_example(model: nnx.Module, batches: Iterable[dict[str, Any]], *, num_sa
                  with_elbo: bool) -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
     """Yields `({"log_prob": [B], "elbo": [B]?}, batch)` per batch, from one compiled function."""
     graphdef, state = nnx.split(model)
-    conditional = hasattr(model, "num_classes")
-    has_elbo = with_elbo and hasattr(model, "elbo")
+    conditional = isinstance(model, ConditionalModel)
+    has_elbo = with_elbo and isinstance(model, ElboModel)
     # Both figures from the same importance samples, so that IWAE >= ELBO holds for every example.
-    joint = has_elbo and hasattr(model, "log_prob_and_elbo")
+    joint = has_elbo and isinstance(model, JointElboModel)
     kwargs = {"num_samples": num_samples} if num_samples is not None else {}
 
     @jax.jit

@@ -42,6 +42,7 @@ from flax import nnx
 
 from workshop.core.configuration import (DataConfiguration, EvaluationConfiguration, ModelConfiguration,
                                          TrainingConfiguration)
+from workshop.core.protocols import InputChecks, LikelihoodModel
 from workshop.data import sources
 from workshop.data.pipeline import BatchPipeline
 from workshop.eval.likelihood import evaluate_likelihood
@@ -340,7 +341,7 @@ def train_and_evaluate(
     # (no device holds a whole FSDP-sharded array); here the model is only needed abstractly.
     on_mesh = cfg.training.parallelism != "none"
     model = nnx.eval_shape(build_model) if on_mesh else build_model()
-    if hasattr(model, "check_inputs"):  # Token models: every id inside the vocabulary, before any step.
+    if isinstance(model, InputChecks):  # Token models: every id inside the vocabulary, before any step.
         model.check_inputs(train_source["x"])
         model.check_inputs(test_source["x"])
     trainer = make_trainer(build_model if on_mesh else model, cfg)
@@ -404,7 +405,7 @@ def train_and_evaluate(
 
     final = None
     interrupted = trainer.stop_reason is not None and trainer.stop_reason.startswith("interrupted")
-    if cfg.eval.final_eval and not interrupted and hasattr(model, "log_prob"):
+    if cfg.eval.final_eval and not interrupted and isinstance(model, LikelihoodModel):
         final = evaluate_likelihood(
             trainer.model_from_state(state),
             _test_batches(cfg, test_source, max_batches=cfg.eval.max_test_batches),

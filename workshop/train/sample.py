@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from workshop.core.protocols import SuperResolutionModel
 from workshop.data.sources import encode_text_prompt, write_decoded_samples
 from workshop.eval.quality import sample_quality
-from workshop.models.diffusion.super_resolution import average_pool
+from workshop.models.diffusion import average_pool
 from workshop.train import cli, experiment
 from workshop.train.cli import quiet_library_logs, user_path
 from workshop.train.image_grid import save_labelled_panels
@@ -93,7 +94,7 @@ def main(argv):
     if _LOW_RES.value or _TEST_IMAGES.value:
         flag = "--low_res" if _LOW_RES.value else "--test_images"
         model = trainer.model_from_state(state)
-        if not hasattr(model, "low_res_shape"):
+        if not isinstance(model, SuperResolutionModel):
             raise app.UsageError(f"{flag} given, but model_type {model.model_type!r} of {workdir} is not a "
                                  "super-resolution model")
         if _LOW_RES.value:

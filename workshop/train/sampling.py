@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from workshop.core.protocols import SamplingOptions
 from workshop.models.factories import create_model
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.experiment import ExperimentConfig, load_experiment_config, make_trainer
@@ -81,7 +82,7 @@ def generate_with_options(
         labels = cycled_class_labels(num_samples, model.num_classes)
     cond = {} if labels is None else {"labels": jnp.asarray(labels, jnp.int32)}
     # Validate eagerly (readable errors) before tracing: the checks run on Python values only.
-    if hasattr(model, "sampling_options"):
+    if isinstance(model, SamplingOptions):
         model.sampling_options(labels=cond.get("labels"), batch=num_samples, sampler=options.get("sampler"),
                                steps=options.get("steps"), guidance_scale=options.get("guidance_scale"))
     graphdef, model_state = nnx.split(model)

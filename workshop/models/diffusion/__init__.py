@@ -30,6 +30,7 @@ from workshop.models.diffusion.schedules import NoiseSchedule as NoiseSchedule
 from workshop.models.diffusion.schedules import make_schedule as make_schedule
 from workshop.models.diffusion.super_resolution import SuperResolutionDDPM as SuperResolutionDDPM
 from workshop.models.diffusion.super_resolution import SuperResolutionParameters as SuperResolutionParameters
+from workshop.models.diffusion.super_resolution import average_pool as average_pool
 from workshop.models.diffusion.super_resolution import super_resolve as super_resolve
 from workshop.models.diffusion.unet import UNet as UNet
 
@@ -49,6 +50,7 @@ __all__ = [
     "SuperResolutionDDPM",
     "SuperResolutionParameters",
     "UNet",
+    "average_pool",
     "make_schedule",
     "ode_log_likelihood",
     "super_resolve",
