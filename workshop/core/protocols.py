@@ -8,6 +8,9 @@ against concrete classes: anything that has the methods is a model.
   autoregressive models exactly; VAEs by importance weighting; diffusion by
   the variational bound; EBMs by AIS).
 * `LatentModel`: models with an encoder and a decoder.
+* `Autoencoder`: an encoder to a code space and a decoder back, with the code
+  shape and dtype declared, so a second-stage model (a prior over the codes)
+  can be built on a trained first stage without importing its family.
 * `ConditionalModel`: models that take class labels; the trainer passes
   `labels=batch["label"]` to `__call__` and callers pass `labels=` to `generate`.
 
@@ -33,6 +36,7 @@ import jax
 from flax import nnx
 
 __all__ = [
+    "Autoencoder",
     "ConditionalModel",
     "ElboModel",
     "GenerativeModel",
@@ -84,6 +88,31 @@ class LatentModel(Protocol):
 
     def decode(self, z: jax.Array) -> jax.Array:
         """`[B, *latent_shape] -> [B, *input_shape]`."""
+        ...
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """A first stage for two-stage models (latent diffusion, Rombach et al. 2022; VQ-VAE-2 priors,
+    Razavi et al. 2019): `encode_codes` maps data to codes, `decode_codes` maps codes back.
+
+    Continuous codes (`discrete_codes` False) are float arrays of shape `[B, *code_shape]`;
+    discrete codes (`discrete_codes` True) are integer indices in `[0, num_codes)` of shape
+    `[B, *code_shape]`.
+    """
+
+    input_shape: tuple[int, ...]
+    code_shape: tuple[int, ...]
+    code_dtype: Any
+    discrete_codes: bool
+    num_codes: int | None
+
+    def encode_codes(self, x: jax.Array) -> jax.Array:
+        """`[B, *input_shape] -> [B, *code_shape]`, deterministic (no sampling, no state update)."""
+        ...
+
+    def decode_codes(self, codes: jax.Array) -> jax.Array:
+        """`[B, *code_shape] -> [B, *input_shape]`, the decoder's mean."""
         ...
 
 

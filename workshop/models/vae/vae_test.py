@@ -8,7 +8,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from flax import nnx
 
-from workshop.core import device_manager, registry
+from workshop.core import device_manager, protocols, registry
 from workshop.core.configuration import ModelConfiguration
 from workshop.models.vae import CVAE, VAE
 
@@ -156,6 +156,20 @@ class IWAETest(absltest.TestCase):
 
 
 class GenerateAndLatentTest(parameterized.TestCase):
+    @parameterized.parameters("vae", "beta-vae")
+    def test_autoencoder_protocol_gives_the_posterior_mean(self, model_type):
+        model = registry.get_model_spec(model_type).builder(_config(model_type), rngs=nnx.Rngs(0))
+        self.assertIsInstance(model, protocols.Autoencoder)
+        self.assertFalse(model.discrete_codes)
+        self.assertIsNone(model.num_codes)
+        self.assertEqual(model.code_shape, (2,))
+        x = _binary(jax.random.PRNGKey(3), (5, 6))
+        codes = model.encode_codes(x)
+        self.assertEqual((codes.shape, codes.dtype), ((5, 2), jnp.dtype(model.code_dtype)))
+        mean, _ = model.encode_distribution(x)
+        np.testing.assert_allclose(codes, mean, rtol=1e-6)
+        np.testing.assert_allclose(model.decode_codes(codes), model.decode(mean), rtol=1e-6)
+
     @parameterized.parameters("mlp", "conv")
     def test_first_samples_do_not_depend_on_n_samples(self, backbone):
         model = VAE(_config(input_shape=(8, 8, 1), backbone_type=backbone, encoder_features=[4, 4],

@@ -104,6 +104,11 @@ class VQVAE(nnx.Module):
         self.quantizer = VectorQuantizer(self.num_embeddings, self.latent_dim, commitment_cost=p.commitment_cost,
                                          ema_decay=p.ema_decay, rngs=rngs)
         self.params_per_pixel = k
+        # The `Autoencoder` protocol: discrete codes, one index per latent cell.
+        self.code_shape = self.latent_shape
+        self.code_dtype = jnp.int32
+        self.discrete_codes = True
+        self.num_codes = self.num_embeddings
 
     # ------------------------------------------------------------ internals
     def _no_labels(self, labels: Any) -> None:

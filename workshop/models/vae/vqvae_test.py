@@ -8,7 +8,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from flax import nnx
 
-from workshop.core import device_manager, registry
+from workshop.core import device_manager, protocols, registry
 from workshop.core.configuration import ModelConfiguration
 from workshop.models.vae import VQVAE, CodebookEMA
 from workshop.models.vae import likelihoods
@@ -44,6 +44,20 @@ class VQVAETest(parameterized.TestCase):
         np.testing.assert_allclose(metrics["loss"], recon.mean() + 0.25 * metrics["commitment_loss"], rtol=1e-5)
         np.testing.assert_allclose(metrics["elbo"], -recon.mean() - kl, rtol=1e-5)
         self.assertBetween(float(metrics["perplexity"]), 1.0, 16.0)
+
+    def test_autoencoder_protocol_gives_integer_code_maps(self):
+        model = VQVAE(_config(), rngs=nnx.Rngs(0))
+        self.assertIsInstance(model, protocols.Autoencoder)
+        self.assertTrue(model.discrete_codes)
+        self.assertEqual((model.code_shape, model.num_codes), ((2, 2), 16))
+        x = _images(jax.random.PRNGKey(1))
+        codes = model.encode_codes(x)
+        self.assertEqual((codes.shape, codes.dtype), ((3, 2, 2), jnp.dtype(model.code_dtype)))
+        self.assertTrue(bool(jnp.all((codes >= 0) & (codes < 16))))
+        # Decoding the codes is reconstruction, and they are the forward pass's indices (the
+        # forward pass runs last: in train mode it moves the EMA codebook).
+        np.testing.assert_allclose(model.decode_codes(codes), model.reconstruct(x), rtol=1e-6)
+        np.testing.assert_array_equal(codes, model(x)["indices"])
 
     def test_log_prob_is_the_uniform_prior_elbo(self):
         model = VQVAE(_config(parameters={"num_embeddings": 16, "reconstruction_loss": "bernoulli"}),
