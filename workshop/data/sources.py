@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from workshop.core.configuration import DataConfiguration
+from workshop.data import paths
 
 __all__ = ["TOKENIZER_CACHE_ENV", "encode_text_prompt", "held_out_count", "load_split", "tokenizer_file",
            "write_decoded_samples"]
@@ -120,7 +121,7 @@ def _text_rows(data: DataConfiguration) -> tuple[np.ndarray, int]:
     return rows, len(rows) - held_out_count(len(rows), data.test_fraction, what=f"{data.data_dir}: packed rows")
 
 
-TOKENIZER_CACHE_ENV = "WORKSHOP_CACHE_DIR"  # As workshop.eval.feature_net.CACHE_DIR_ENV.
+TOKENIZER_CACHE_ENV = paths.CACHE_DIR_ENV
 _TEXT_DATASETS = ("text", "wikipedia")
 
 
@@ -149,7 +150,7 @@ def tokenizer_file(data: DataConfiguration) -> pathlib.Path:
     for path in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
         stat = path.stat()
         digest.update(f"\0{path.relative_to(root) if path != root else path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    cache = pathlib.Path(os.environ.get(TOKENIZER_CACHE_ENV) or pathlib.Path.home() / ".cache" / "workshop")
+    cache = paths.cache_dir()
     return cache / "tokenizers" / f"{data.dataset}-bpe{data.vocab_size}-{digest.hexdigest()[:16]}.json"
 
 

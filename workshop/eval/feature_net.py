@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from workshop.data import paths
+
 __all__ = [
     "CACHE_DIR_ENV",
     "FEATURE_NET_NAME",
@@ -50,7 +52,7 @@ __all__ = [
     "save_feature_net",
 ]
 
-CACHE_DIR_ENV = "WORKSHOP_CACHE_DIR"
+CACHE_DIR_ENV = paths.CACHE_DIR_ENV
 FEATURE_NET_NAME = "fashion_mnist_classifier"
 TRAIN_COMMAND = "tools/bazel run //workshop/eval:train_feature_net"
 
@@ -60,8 +62,8 @@ class FeatureNetworkMissingError(FileNotFoundError):
 
 
 def cache_dir() -> pathlib.Path:
-    """`$WORKSHOP_CACHE_DIR`, else `~/.cache/workshop`."""
-    return pathlib.Path(os.environ.get(CACHE_DIR_ENV) or pathlib.Path.home() / ".cache" / "workshop")
+    """`$WORKSHOP_CACHE_DIR`, else `~/.cache/workshop` (see `workshop.data.paths`)."""
+    return paths.cache_dir()
 
 
 def default_weights_path() -> pathlib.Path:

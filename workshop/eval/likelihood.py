@@ -149,8 +149,7 @@ def as_batches(dataset_or_batches: Any, *, batch_size: int = 500, binarize: str 
     if isinstance(source, dict):
         if "x" not in source:
             raise KeyError(f"a dict of arrays needs the model input under 'x'; it has keys {sorted(source)}")
-        return BatchPipeline(source, batch_size=batch_size, seed=0, shuffle=False, drop_remainder=False,
-                             num_epochs=1, binarize=binarize, prefetch=0)
+        return BatchPipeline.for_evaluation(source, batch_size=batch_size, seed=0, binarize=binarize)
     return source
 
 

@@ -162,15 +162,8 @@ def _test_batches(cfg: ExperimentConfig, source, *, max_batches: int | None) -> 
     # Test data under a dynamically binarized training set is binarized once,
     # with a fixed seed, so every evaluation sees the same test set.
     binarize = "none" if cfg.data.binarize == "none" else cfg.eval.test_binarize
-    pipeline = BatchPipeline(
-        source,
-        batch_size=cfg.data.eval_batch_size,
-        seed=cfg.data.shuffle_seed,
-        shuffle=False,
-        drop_remainder=False,
-        num_epochs=1,
-        binarize=binarize,
-        prefetch=0,
+    pipeline = BatchPipeline.for_evaluation(
+        source, batch_size=cfg.data.eval_batch_size, seed=cfg.data.shuffle_seed, binarize=binarize
     )
     for i, batch in enumerate(pipeline):
         if max_batches is not None and i >= max_batches:

@@ -378,7 +378,7 @@ class CIFAR100Dataset(CIFAR10Dataset):
             self.skipped.append((path, str(error)))
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        """`{"image": uint8 [32, 32, 3], "label": int32 [], "coarse_label": int32 []}`."""
+        """`{"x": uint8 [32, 32, 3], "label": int32 [], "coarse_label": int32 []}`."""
         return {**super().__getitem__(index), "coarse_label": self.coarse_labels[index]}
 
     def as_arrays(self) -> dict[str, np.ndarray]:

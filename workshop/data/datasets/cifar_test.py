@@ -265,7 +265,7 @@ class CIFAR10Test(parameterized.TestCase):
         np.testing.assert_array_equal(dataset.images, expected_images)
         np.testing.assert_array_equal(dataset.labels, expected_labels)
         example = dataset[1]
-        np.testing.assert_array_equal(example["image"], expected_images[1])
+        np.testing.assert_array_equal(example["x"], expected_images[1])
         self.assertEqual(example["label"], expected_labels[1])
 
     def test_binary_batches_exact_values(self):

@@ -26,10 +26,12 @@ import pathlib
 
 import numpy as np
 
+from workshop.data import paths
 from workshop.data.datasets.cifar import CIFAR100Dataset, CIFAR10Dataset
 from workshop.data.datasets.image_folder import ImageFolderDataset
 from workshop.data.datasets.labelled_images import LabelledImages
 from workshop.data.idx import DatasetFormatError, read_idx
+from workshop.data.paths import DATA_DIR_ENV
 
 __all__ = [
     "CIFAR100Dataset",  # Re-exported from cifar.py.
@@ -45,7 +47,6 @@ __all__ = [
     "load_image_dataset",
 ]
 
-DATA_DIR_ENV = "WORKSHOP_DATA_DIR"
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -97,7 +98,7 @@ def default_data_dir(dataset_name: str, root: str | os.PathLike | None = None) -
     if name not in _LOCATIONS:
         raise ValueError(f"dataset {dataset_name!r} is unknown; known: {', '.join(sorted(_LOCATIONS))}")
     subfolder, system_default = _LOCATIONS[name]
-    env_dir = os.environ.get(DATA_DIR_ENV) or None
+    env_dir = paths.env_data_dir()
     candidates = []
     for base in [root] if root is not None else [env_dir]:
         if base is not None:
@@ -220,7 +221,7 @@ def load_image_dataset(name: str, root: str | os.PathLike | None = None, train: 
     if name not in IMAGE_DATASETS:
         raise ValueError(f"image dataset {name!r} is unknown; known: {', '.join(sorted(IMAGE_DATASETS))}")
     if name in _NEEDS_ROOT:
-        root = root if root is not None else os.environ.get(DATA_DIR_ENV) or None
+        root = root if root is not None else paths.env_data_dir()
         if root is None:
             raise FileNotFoundError(
                 f"{name} has no default location (no Debian package ships it): set {DATA_DIR_ENV} or pass "

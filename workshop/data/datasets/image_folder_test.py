@@ -34,7 +34,7 @@ class ImageFolderTest(absltest.TestCase):
         np.testing.assert_array_equal(dataset.labels, [0, 0, 1])
         np.testing.assert_array_equal(dataset.images[0], np.repeat(cat[..., :1], 3, axis=-1))  # c.png
         np.testing.assert_array_equal(dataset.images[1], cat)  # sub/b.PNG
-        np.testing.assert_array_equal(dataset[2]["image"], dog)
+        np.testing.assert_array_equal(dataset[2]["x"], dog)
 
     def test_jpeg_centre_crop_and_resize(self):
         root = self.create_tempdir().full_path

@@ -42,7 +42,7 @@ class FixtureTest(parameterized.TestCase):
         np.testing.assert_array_equal(dataset.images[..., 0], images)
         np.testing.assert_array_equal(dataset.labels, labels)
         example = dataset[3]
-        np.testing.assert_array_equal(example["image"], images[3][..., None])
+        np.testing.assert_array_equal(example["x"], images[3][..., None])
         self.assertEqual(example["label"], 3)
         self.assertEqual(example["label"].dtype, np.int32)
 

@@ -27,9 +27,9 @@ class LabelledImages:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        """`{"image": uint8 [H, W, C], "label": int32 []}` of example `index`."""
-        return {"image": self.images[index], "label": self.labels[index]}
+        """`{"x": uint8 [H, W, C], "label": int32 []}` of example `index`."""
+        return {"x": self.images[index], "label": self.labels[index]}
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        """`{"image": uint8 [N, H, W, C], "label": int32 [N]}`, e.g. for `BatchPipeline`."""
-        return {"image": self.images, "label": self.labels}
+        """`{"x": uint8 [N, H, W, C], "label": int32 [N]}`, e.g. for `BatchPipeline`."""
+        return {"x": self.images, "label": self.labels}

@@ -28,6 +28,7 @@ import numpy as np
 import tokenizers
 
 from workshop.data import bpe
+from workshop.data import paths
 from workshop.data.datasets.wikitext import Article, iter_mediawiki_dump, iter_wikiextractor_jsonl, strip_wiki_markup
 from workshop.data.idx import DatasetFormatError
 
@@ -40,7 +41,7 @@ __all__ = [
     "strip_wiki_markup",  # Re-exported from wikitext.py.
 ]
 
-_DATA_DIR_ENV = "WORKSHOP_DATA_DIR"  # As workshop.data.datasets.image.DATA_DIR_ENV.
+_DATA_DIR_ENV = paths.DATA_DIR_ENV
 
 
 def iter_packed_sequences(
@@ -245,7 +246,7 @@ class WikipediaDataset(_PackedTextDataset):
           DatasetFormatError: a file is malformed or truncated (unless skipped).
         """
         if root is None:
-            base = os.environ.get(_DATA_DIR_ENV)
+            base = paths.env_data_dir()
             if not base:
                 raise FileNotFoundError(
                     f"WikipediaDataset needs root= (a pages-articles*.xml[.bz2] dump or WikiExtractor JSON) "

@@ -13,8 +13,8 @@ The standard test beds of density estimation and adversarial training:
 
 Every dataset is a pure function of (`name`, `num_examples`, `seed`), so a
 "test split" is the same call with another seed. The arrays are float32
-`[N, 2]` (examples under the key "image", like the image datasets; the
-training pipeline's model input "x") and int32 labels `[N]`.
+`[N, 2]` (examples under the key "x", the training pipeline's model input,
+like the image datasets) and int32 labels `[N]`.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class ToyDataset:
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        return {"image": self.images[index], "label": self.labels[index]}
+        return {"x": self.images[index], "label": self.labels[index]}
 
 
 def load_toy_dataset(name: str, train: bool = True, num_examples: int | None = None) -> ToyDataset:

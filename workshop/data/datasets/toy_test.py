@@ -36,7 +36,7 @@ class ToyTest(parameterized.TestCase):
     def test_splits_differ_and_errors_name_the_value(self):
         train, test = toy.load_toy_dataset("pinwheel", train=True), toy.load_toy_dataset("pinwheel", train=False)
         self.assertEqual((len(train), len(test)), (50_000, 10_000))
-        self.assertEqual(set(train[0]), {"image", "label"})
+        self.assertEqual(set(train[0]), {"x", "label"})
         with self.assertRaisesRegex(ValueError, r"'spiral' is unknown; known: checkerboard, eight_gaussians"):
             toy.sample_toy("spiral", 10)
         with self.assertRaisesRegex(ValueError, "num_examples must be positive, got 0"):
