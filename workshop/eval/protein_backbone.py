@@ -141,7 +141,7 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
 def main(argv) -> None:
     from absl import app, flags  # pylint: disable=g-import-not-at-top
 
-    from workshop.train.cli import user_path  # pylint: disable=g-import-not-at-top
+    from workshop.core.paths import user_path  # pylint: disable=g-import-not-at-top
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")

@@ -99,7 +99,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO)
     from workshop.data.datasets.image import FashionMNISTDataset
-    from workshop.train.cli import user_path
+    from workshop.core.paths import user_path
 
     train, test = FashionMNISTDataset(_DATA_DIR.value, train=True), FashionMNISTDataset(_DATA_DIR.value, train=False)
     start = time.perf_counter()

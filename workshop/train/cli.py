@@ -21,6 +21,8 @@ import pydantic
 from absl import app, flags
 from ml_collections import config_flags
 
+from workshop.core.paths import user_path
+
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "define_config_flag", "describe_error", "quiet_library_logs", "run",
            "user_path"]
 
@@ -61,16 +63,6 @@ def _without_orbax_tracebacks(record: logging.LogRecord) -> bool:
     CheckpointSaveError, which the binaries report in one line.
     """
     return not (record.levelno >= logging.ERROR and record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
-
-
-def user_path(path: str) -> pathlib.Path:
-    """A path as the user meant it: relative to where they typed `bazel run`.
-
-    `bazel run` starts binaries in their runfiles tree and passes the user's
-    directory as BUILD_WORKING_DIRECTORY.
-    """
-    base = os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd())
-    return pathlib.Path(base, os.path.expanduser(path))
 
 
 def define_config_flag(default: str, help_text: str):

@@ -9,13 +9,7 @@ non-saturating loss. Difference from the paper: 16/32 channels instead of
 128-1024, because XLA's CPU convolutions reach ~5 % of the matmul peak here
 (BENCHMARKS.md).
 
-Measured (2 CPU cores shared with six other jobs, load average 13-29): 1.0-2.7
-steps/s at batch 64 (1.39 GFLOP per step by XLA's cost analysis); the 3000
-steps took 44 min (2665 s of training). The EMA generator is learning but not
-converged: after 3000 steps (~3 epochs) it draws garment silhouettes, mostly
-tops, a few trousers and shoes, with stripe artefacts
-(docs/samples/dcgan_fashion_mnist.png), and the discriminator is pulling
-ahead (d_loss 0.90 -> 0.76, d_grad_norm 4 -> 13 from step 500 to 3000). For
+Results: BENCHMARKS.md, "The other families". For
 recognisable garments on a CPU, `wgan_gp.py` (MLP players) is the config to
 run; this one is meant for an accelerator, where wider channels are cheap.
 

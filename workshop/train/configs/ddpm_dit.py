@@ -12,13 +12,7 @@ Plain weighting, not min-SNR: the bound is dominated by its small-t terms
 not at all. With min-SNR a 1500-step run reached 6.22 bits/dim; with the
 plain loss a 1000-step run (below) reaches 5.84.
 
-Measured on the project's 2-core CPU shared with six other jobs (load 15-30):
-1.1-4 s per step at batch 64 (2.6 steps/s on a quiet machine). A run started
-with the default 1500 steps, stopped (SIGINT, checkpoint at step 544) and
-resumed with `--config.training.num_steps=1000`, about 50 min wall in all;
-test-set bound
-5.84 bits/dim (3172 nats per image), its samples still blocky patches; the
-U-Net of ddpm_unet.py reached 3.80 bits/dim and garments in 3000 steps.
+Results: BENCHMARKS.md, "The other families".
 
 The final test-set figure is the variational bound of Ho et al. on the
 8-bit images (discretised Gaussian decoder), its sum over timesteps estimated

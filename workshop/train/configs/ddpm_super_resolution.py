@@ -9,14 +9,8 @@ one (the training run's sample grids do that). 4x4 patches make one token per
 low-resolution pixel. The final test figure is the variational bound on
 log P(x | 7x7 version of x) in bits/dim, a conditional likelihood.
 
-The run behind docs/samples/diffusion_super_resolution.png (the first command
-below, 2000 steps x 64, 28 min on the 2-core CPU shared with five other jobs,
-load 5-13): test-set bound 4.74 bits/dim given the 7x7 images (9.42 after 400
-steps); on 64 test images, DPM-Solver++ 2M with 20 steps gives garments whose
-4x4 block means miss the input by 0.0050 on average (0 with --consistency)
-and a PSNR of 15.55 dB, the same as bilinear upsampling's: a sample is one
-plausible high-resolution image, sharper than the bilinear one, not the
-posterior mean that PSNR rewards.
+Results (the run behind docs/samples/diffusion_super_resolution.png):
+BENCHMARKS.md, "The other families".
 
     PYTHONPATH=. JAX_PLATFORMS=cpu python3 -m workshop.train.main \\
         --config=workshop/train/configs/ddpm_super_resolution.py --workdir=/tmp/sr

@@ -8,23 +8,13 @@ et al. 2021, arXiv:2010.02502).
 
 The levels were chosen for speed on XLA's CPU backend: the former
 two-level net (32, 64) with attention at 14x14 spent about a third of its
-step in attention over 196 positions with 16-dimensional heads. Measured in
-one process on the shared 2-core CPU (train step at batch 64, bare `jax.jit`,
-both nets timed alternately; CPU seconds per step as the load-robust
-figure): 79.9 -> 68.8 GFLOP per step, 1.54 -> 1.00 CPU-s per step (load
-~30); at load ~3, 1.10 -> 1.57 steps/s and 20.9 % -> 25.6 % of the matmul
-peak measured in the same run (422 GFLOP/s). The
+step in attention over 196 positions with 16-dimensional heads. The speed comparison is in
+BENCHMARKS.md ("Config design measurements"). The
 deeper net also sees the whole 28x28 image from its 7x7 level, as Ho et al.'s
 32x32 nets do from 4x4. Convolutions still run well below the matmul peak on
 CPU.
 
-The run behind docs/samples/diffusion_samplers.png (the command below, 3000
-steps x 64, 76 min on the 2-core CPU shared with other jobs, load 4-13):
-test-set bound 3.80 bits/dim (500 images, 8 stratified timesteps each);
-garments of every class from DDPM-1000, DDIM-50 and DPM-Solver++ 2M-20 (the
-last two, both deterministic, give nearly the same image from the same
-noise). The DiT of ddpm_dit.py reached 5.84 bits/dim and blocky samples
-after 1000 steps.
+Results: BENCHMARKS.md, "The other families".
 
     PYTHONPATH=. JAX_PLATFORMS=cpu python3 -m workshop.train.main \
         --config=workshop/train/configs/ddpm_unet.py --workdir=/tmp/unet

@@ -13,11 +13,7 @@ WGAN-GP (model_type "wgan-gp") with the same networks and lr 1e-3 covered all
 eight modes after 2000 steps for one data order but none for two others; the
 paper's budget is lr 1e-4 for far longer runs.
 
-Measured (2 CPU cores shared with other jobs, load average ~10): 3000 steps
-in 24 s of training (123 steps/s on average, 200-320 steps/s in quiet
-stretches), 36 s wall with start-up; the EMA generator then puts 131-177 of
-2000 samples within 3 std (0.12) of each of the eight modes, 1229 of 2000 on
-some mode (a generator that collapsed onto one mode covers one).
+Results: BENCHMARKS.md, "The other families".
 
     PYTHONPATH=. python -m workshop.train.main --config=workshop/train/configs/gan_ring.py --workdir=/tmp/gan_ring
 """

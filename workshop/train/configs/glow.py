@@ -5,10 +5,7 @@ each step ActNorm (data-dependent initialisation on the first batch), an
 LU-parameterised invertible 1x1 convolution and an affine coupling (Glow's
 sigmoid scale) with a 32-channel CNN; logit preprocessing. Uniform
 dequantisation; the bits/dim are of the discrete 8-bit images. Kept small
-for a 2-core CPU: measured 2026-11-29 on the shared CPU under load (load
-average about 10), 400 steps at batch 32 in 3 min 31 s (1.9 steps/s,
-compilation included), 3 min 46 s for the whole command with the test pass;
-test set 4.51 bits/dim, training stable (no loss spikes). At temperature 1
+for a 2-core CPU. Results: BENCHMARKS.md, "The other families". At temperature 1
 (what the sample grid uses) about half the samples are saturated noise this
 early in training; the rest are garment-like blobs. Glow's authors sample at
 temperature 0.7: `model.generate(..., temperature=0.7)`.

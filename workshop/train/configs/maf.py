@@ -3,9 +3,7 @@
 Five MADE affine layers (two hidden layers of 64) with the order reversed
 between them, on the generated 2-D "two_moons" density
 (`workshop/data/datasets/toy.py`); the test figure is the exact
-log-density of 10000 held-out points. Measured 2026-11-29 on the shared
-2-core CPU: 3000 steps in 17 s (about 460 steps/s after compilation), 32 s
-for the whole command; test NLL 2.519 nats (1.817 bits/dim). The sample
+log-density of 10000 held-out points. Results: BENCHMARKS.md, "The other families". The sample
 picture is a 2-D histogram of 4096 model samples (two moons, thinly bridged).
 
     tools/bazel run //workshop/train:train -- --config=workshop/train/configs/maf.py --workdir=runs/maf

@@ -6,9 +6,7 @@ generated "checkerboard" density (`workshop/data/datasets/toy.py`), whose
 sharp edges affine flows cannot follow. The test figure is the exact
 log-density of 10000 held-out points (the uniform density on the 8 black
 squares has entropy log 32 = 3.466 nats, the best attainable NLL).
-Measured 2026-11-29 on the shared, heavily loaded 2-core CPU: 3000 steps,
-1 min 49 s wall for the whole command (19 s of CPU time); test NLL 3.569
-nats, 0.10 nats above the optimum; samples show the 8 squares with sharp edges.
+Results: BENCHMARKS.md, "The other families".
 
     tools/bazel run //workshop/train:train -- --config=workshop/train/configs/nsf.py --workdir=runs/nsf
 """

@@ -10,12 +10,7 @@ likelihood is exact and covers all 10000 test images (one forward pass each).
     PYTHONPATH=. JAX_PLATFORMS=cpu python -m workshop.train.main \
         --config=workshop/train/configs/pixelcnn.py --workdir=/tmp/pixelcnn
 
-Measured on 2 CPU cores shared with other jobs (load average ~10, the run got
-50% of a core-pair): 1500 steps at 4.1 steps/s (362 s), samples and the final
-evaluation ~45 s, 7 min 06 s wall in all; test set (10000 images, 8-bit)
-nll_bits_per_dim = 3.243 (final_metrics.json), train 3.23 at step 1500. The
-36 samples (samples/step_0001500.png) show garment-like silhouettes, blurred
-and fragmentary at this budget.
+Results: BENCHMARKS.md, "The other families".
 """
 
 import ml_collections

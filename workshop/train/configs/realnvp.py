@@ -4,11 +4,7 @@ Two scales (28x28x1 -> 14x14x2 factored out -> 14x14x2), 2 affine couplings
 per stage (3 in the last; the paper has 3 and 4) with 32-channel CNN conditioners, logit preprocessing and uniform
 dequantisation; the reported bits/dim are of the discrete 8-bit images
 (`workshop/models/flow/base.py`). Kept small for a 2-core CPU, where XLA's
-convolutions are slow. Measured 2026-11-29 on the shared 2-core CPU while it
-was heavily loaded by other jobs (load average 10-15): the 400 steps at batch
-32 took 10 min 53 s (0.6 steps/s, about 1.6 s/step), compilation included;
-test set 4.82 bits/dim (one dequantisation draw per image,
-`eval.likelihood_samples=1`, the figure flow papers report). Samples at that point
+convolutions are slow. Results: BENCHMARKS.md, "The other families". Samples at that point
 are blobs of cloth-like texture, not garments yet: this is a smoke-size run;
 raise `training.num_steps` (and `num_flows`, `hidden_channels`) on a GPU.
 

@@ -9,11 +9,7 @@ generator lr 1e-4, discriminator 4e-4, one discriminator update per generator
 update (as in SAGAN, Zhang et al. 2018, arXiv:1805.08318). MLP players for the
 same reason as `wgan_gp.py` (built on it): XLA's CPU convolutions are slow.
 
-Measured (2 CPU cores shared with six other jobs, load average ~27): 5000
-steps in 449 s of training (11 steps/s); the EMA generator then draws the
-class asked for in every column of docs/samples/sngan_conditional_fashion_mnist.png
-(labels 0,1,5,7,8,9,3,2: T-shirts, trousers, sandals, sneakers, bags, boots,
-dresses, pullovers), grainy but recognisable; not converged.
+Results: BENCHMARKS.md, "The other families".
 
 Train, then draw the classes you ask for (Fashion-MNIST: 0 T-shirt, 1 trouser,
 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 boot):

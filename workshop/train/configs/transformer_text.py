@@ -23,14 +23,7 @@ Held-out perplexity is exp(nats per token) = 2 ** nll_bits_per_dim of the
 final evaluation (final_metrics.json; training logs report each batch's
 `perplexity`).
 
-Measured on 2 CPU cores shared with six other engineers' jobs (load average
-20-29, so the speed is a lower bound; a probe at load 15 ran 2.8 s/step):
-400 steps of 32 x 128 tokens (1.64M tokens, about half an epoch of the 2.94M
-training tokens) at 6.4 s/step, 42 min 53 s, then the final evaluation, 45
-min wall in all. Held-out split (1211 rows, 155,008 tokens): 6.456 bits per
-token = 4.475 nats, perplexity 87.8 (train 6.58 bits at step 400). Samples
-(`generated/samples.txt`) show the corpus's reST structure (`.. versionadded::
-3.5`, `:exc:` roles, indented blocks) with garbled words at this budget.
+Results: BENCHMARKS.md, "The other families".
 """
 
 import ml_collections

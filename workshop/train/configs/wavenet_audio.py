@@ -20,12 +20,7 @@ final_metrics.json (8 would be a uniform model over the 256 codes).
 The sample binary writes `generated/sample_000.wav`, ... (2048 samples each,
 16-bit PCM at 8 kHz) besides `samples.npy` (the mu-law codes).
 
-Measured on 2 CPU cores shared with six other engineers' jobs (load average
-20-29, so the speed is a lower bound): 600 steps of 8 crops (4800 crops, 9.8M samples;
-under one epoch of the 5407 training crops) at 3.1 s/step, 31 min 20 s,
-33 min wall with the final evaluation. Test set (275 crops from 29 held-out
-prompts, 563,200 samples): 4.583 bits per sample (3.177 nats; uniform would
-be 8); train 4.47 at step 600.
+Results: BENCHMARKS.md, "The other families".
 """
 
 import ml_collections

@@ -8,23 +8,14 @@ requires (`discriminator_norm="layer"` is the paper's substitute for the conv
 critic).
 
 Why MLPs: XLA's CPU convolutions are slow and the penalty differentiates the
-critic twice. Measured on this machine (2 cores shared with six other jobs,
-load average ~19), one step of five critic updates and one generator update:
-conv critic 32/64 channels + conv generator 64/32: 0.12 steps/s at m = 64
-(0.23 at m = 32); these MLPs (critic 784-512-256-1, generator 64-256-512-784):
-23 steps/s, two hundred times faster. For the DCGAN-style conv players
+critic twice. The speed comparison is in BENCHMARKS.md
+("Config design measurements"): these MLPs run some two hundred times faster
+than the conv players on this CPU. For the DCGAN-style conv players
 (slow here, fine on an accelerator) override
 `--config.model.backbone_type=conv --config.model.encoder_features=[32,64]
 --config.model.decoder_features=[64,32]`.
 
-Result (same machine, load average 19-29): 10000 steps in 31 min of training
-(1865 s; 3.8-15 steps/s depending on the load). The EMA generator draws
-recognisable T-shirts, pullovers, trousers, dresses, sneakers, boots, sandals
-and bags with grainy textures (docs/samples/wgan_gp_fashion_mnist.png); at
-5000 steps (19 min) the same classes are already there, noisier. It is
-learning but not converged: the Wasserstein estimate still falls (6.1 at
-step 100, 2.5 at 1000, 1.37 at 5000, 1.14 at 10000) with the gradient
-penalty near 0.01 and steady gradient norms (critic ~5, generator ~1.7).
+Results: BENCHMARKS.md, "The other families".
 
     PYTHONPATH=. python -m workshop.train.main --config=workshop/train/configs/wgan_gp.py --workdir=/tmp/wgan_gp
 """
