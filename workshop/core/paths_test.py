@@ -1,4 +1,4 @@
-"""Tests for workshop.core.paths."""
+"""Tests for workshop.core.paths: user paths and the environment paths."""
 
 import os
 import pathlib
@@ -6,6 +6,7 @@ from unittest import mock
 
 from absl.testing import absltest
 
+from workshop.core import paths
 from workshop.core.paths import user_path
 
 
@@ -24,6 +25,24 @@ class UserPathTest(absltest.TestCase):
     def test_expands_home(self):
         with mock.patch.dict(os.environ, {"BUILD_WORKING_DIRECTORY": "/elsewhere", "HOME": "/home/me"}):
             self.assertEqual(user_path("~/data"), pathlib.Path("/home/me/data"))
+
+
+class EnvironmentPathsTest(absltest.TestCase):
+
+    def test_cache_dir_defaults_to_home_cache_and_follows_the_variable(self):
+        with mock.patch.dict(os.environ, {paths.CACHE_DIR_ENV: ""}):
+            self.assertEqual(paths.cache_dir(), pathlib.Path.home() / ".cache" / "workshop")
+        with mock.patch.dict(os.environ, {paths.CACHE_DIR_ENV: "/tmp/elsewhere"}):
+            self.assertEqual(paths.cache_dir(), pathlib.Path("/tmp/elsewhere"))
+
+    def test_data_dir_is_none_when_unset_or_empty(self):
+        with mock.patch.dict(os.environ, {paths.DATA_DIR_ENV: ""}):
+            self.assertIsNone(paths.env_data_dir())
+        with mock.patch.dict(os.environ, {paths.DATA_DIR_ENV: "/data"}):
+            self.assertEqual(paths.env_data_dir(), "/data")
+
+    def test_variable_names(self):
+        self.assertEqual((paths.DATA_DIR_ENV, paths.CACHE_DIR_ENV), ("WORKSHOP_DATA_DIR", "WORKSHOP_CACHE_DIR"))
 
 
 if __name__ == "__main__":

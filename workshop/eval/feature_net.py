@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from workshop.data import paths
+from workshop.core import paths
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -62,7 +62,7 @@ class FeatureNetworkMissingError(FileNotFoundError):
 
 
 def cache_dir() -> pathlib.Path:
-    """`$WORKSHOP_CACHE_DIR`, else `~/.cache/workshop` (see `workshop.data.paths`)."""
+    """`$WORKSHOP_CACHE_DIR`, else `~/.cache/workshop` (see `workshop.core.paths`)."""
     return paths.cache_dir()
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import tokenizers
 
 from workshop.data import bpe
-from workshop.data import paths
+from workshop.core import paths
 from workshop.data.datasets.wikitext import Article, iter_mediawiki_dump, iter_wikiextractor_jsonl, strip_wiki_markup
 from workshop.data.idx import DatasetFormatError
 
