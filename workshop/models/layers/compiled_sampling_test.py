@@ -61,7 +61,8 @@ class CompiledSamplingTest(parameterized.TestCase):
             moved = np.asarray(model.generate(n_samples=4, rngs=nnx.Rngs(1), **options))
         self.assertEqual(compiles.count, 0)
         eager = np.asarray(type(model).generate.__wrapped__(model, n_samples=4, rngs=nnx.Rngs(1), **options))
-        np.testing.assert_allclose(moved, eager, rtol=1e-5, atol=1e-5)
+        # 1e-4: EDM's samples start at sigma_max = 80 x noise, so float32 rounding of jit vs eager is larger.
+        np.testing.assert_allclose(moved, eager, rtol=1e-4, atol=1e-4)
         self.assertFalse(np.array_equal(moved, first))
 
     def test_labels_are_checked_before_the_compiled_call(self):
