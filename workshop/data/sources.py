@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from workshop.core.configuration import DataConfiguration
 from workshop.core import paths
+from workshop.core.configuration import DataConfiguration
 
 __all__ = ["TOKENIZER_CACHE_ENV", "encode_text_prompt", "held_out_count", "load_split", "tokenizer_file",
            "write_decoded_samples"]

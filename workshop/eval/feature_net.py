@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from workshop.core import paths
+from workshop.core.paths import CACHE_DIR_ENV, cache_dir
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -52,18 +52,12 @@ __all__ = [
     "save_feature_net",
 ]
 
-CACHE_DIR_ENV = paths.CACHE_DIR_ENV
 FEATURE_NET_NAME = "fashion_mnist_classifier"
 TRAIN_COMMAND = "tools/bazel run //workshop/eval:train_feature_net"
 
 
 class FeatureNetworkMissingError(FileNotFoundError):
     """The feature network's weights are not where the metrics look for them."""
-
-
-def cache_dir() -> pathlib.Path:
-    """`$WORKSHOP_CACHE_DIR`, else `~/.cache/workshop` (see `workshop.core.paths`)."""
-    return paths.cache_dir()
 
 
 def default_weights_path() -> pathlib.Path:

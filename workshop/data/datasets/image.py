@@ -27,11 +27,11 @@ import pathlib
 import numpy as np
 
 from workshop.core import paths
+from workshop.core.paths import DATA_DIR_ENV
 from workshop.data.datasets.cifar import CIFAR100Dataset, CIFAR10Dataset
 from workshop.data.datasets.image_folder import ImageFolderDataset
 from workshop.data.datasets.labelled_images import LabelledImages
 from workshop.data.idx import DatasetFormatError, read_idx
-from workshop.core.paths import DATA_DIR_ENV
 
 __all__ = [
     "CIFAR100Dataset",  # Re-exported from cifar.py.

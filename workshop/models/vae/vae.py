@@ -113,11 +113,6 @@ class VAE(nnx.Module):
             self.decoder = ConvDecoder(self.input_shape, config.decoder_features, k, in_features=latent_in,
                                        upsampling=p.upsampling, rngs=rngs)
         self.params_per_pixel = k
-        # The `Autoencoder` protocol: continuous codes, the posterior mean.
-        self.code_shape = (self.latent_dim,)
-        self.code_dtype = jnp.float32
-        self.discrete_codes = False
-        self.num_codes = None
 
     # ------------------------------------------------------------ internals
     def _labels(self, labels: Any, batch_size: int) -> jax.Array | None:
@@ -195,6 +190,15 @@ class VAE(nnx.Module):
         """`[B, latent_dim] -> [B, *input_shape]`, the decoder's mean in [0, 1]."""
         params = self._decoder_params(z, self._labels(labels, z.shape[0]))
         return likelihoods.decoder_mean(self.reconstruction, params)
+
+    # The `Autoencoder` protocol: continuous codes, the posterior mean.
+    code_dtype = jnp.float32
+    discrete_codes = False
+    num_codes = None
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return (self.latent_dim,)
 
     def encode_codes(self, x: jax.Array) -> jax.Array:
         """The `Autoencoder` codes: `[B, *input_shape] -> [B, latent_dim]`, the posterior mean (float32)."""

@@ -104,11 +104,6 @@ class VQVAE(nnx.Module):
         self.quantizer = VectorQuantizer(self.num_embeddings, self.latent_dim, commitment_cost=p.commitment_cost,
                                          ema_decay=p.ema_decay, rngs=rngs)
         self.params_per_pixel = k
-        # The `Autoencoder` protocol: discrete codes, one index per latent cell.
-        self.code_shape = self.latent_shape
-        self.code_dtype = jnp.int32
-        self.discrete_codes = True
-        self.num_codes = self.num_embeddings
 
     # ------------------------------------------------------------ internals
     def _no_labels(self, labels: Any) -> None:
@@ -178,6 +173,18 @@ class VQVAE(nnx.Module):
     def encode(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """`[B, *input_shape] -> [B, *latent_shape, D]`: the quantised codes (no EMA update)."""
         return self.quantizer.lookup(self.encode_codes(x))
+
+    # The `Autoencoder` protocol: discrete codes, one index per latent cell.
+    code_dtype = jnp.int32
+    discrete_codes = True
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return self.latent_shape
+
+    @property
+    def num_codes(self) -> int:
+        return self.num_embeddings
 
     def encode_codes(self, x: jax.Array) -> jax.Array:
         """`[B, *input_shape] -> [B, *latent_shape]` code indices."""
