@@ -65,7 +65,7 @@ TEST_FILES = [
     "workshop/train/precision_test.py",
     "workshop/train/nonfinite_test.py",
     "workshop/train/checkpointing_test.py",
-    "workshop/train/gan_trainer_test.py",
+    "workshop/train/gan_training_test.py",
     "workshop/train/gan_precision_test.py",
     "workshop/train/optimizers_test.py",
     "workshop/models/layers/precision_test.py",

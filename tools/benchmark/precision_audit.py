@@ -2,7 +2,7 @@
 
     tools/bazel run //tools/benchmark:precision_audit -- --model=all
 
-Builds every config's trainer (the GAN trainer for GAN configs) with
+Builds every config's trainer with
 `training.precision="bfloat16"`, traces one train step on a small batch and
 counts its `dot_general`/`conv_general_dilated` results by dtype
 (`workshop.core.device_manager.matmul_sites`, nested jits and scans

@@ -55,7 +55,7 @@ def _config(model: str):
 def measure(cfg, *, batch_size: int, steps: int, repeats: int, peak: float, **training) -> dict:
     """Steps/s, per-device memory and FLOPs of one configuration of the train step."""
     training_cfg = cfg.training.model_copy(update=training)
-    # The family's trainer (GANTrainer for GANs), building the state straight into its shardings.
+    # The trainer, building the state straight into its shardings.
     trainer = make_trainer(lambda: create_model(cfg.model, rngs=nnx.Rngs(0)),
                            dataclasses.replace(cfg, training=training_cfg))
     rng = np.random.default_rng(0)

@@ -6,7 +6,9 @@ against concrete classes: anything that has the methods is a model.
 * `GenerativeModel`: the contract of every family (forward pass, sampling, loss).
 * `LikelihoodModel`: models that give log p(x) or a bound on it (flows,
   autoregressive models exactly; VAEs by importance weighting; diffusion by
-  the variational bound; EBMs by AIS).
+  the variational bound or the probability-flow ODE; EBMs by AIS), and
+  `DescribedLikelihood` those that say which of these their `log_prob` is and
+  of what data (the label printed beside every likelihood).
 * `LatentModel`: models with an encoder and a decoder.
 * `Autoencoder`: an encoder to a code space and a decoder back, with the code
   shape and dtype declared, so a second-stage model (a prior over the codes)
@@ -26,11 +28,21 @@ Capabilities that consumers (the experiment, the sample binary) ask for with
   importance samples (so that IWAE >= ELBO holds for every example).
 * `SuperResolutionModel`: models that upsample a low-resolution input of shape
   `low_res_shape`.
+
+How a model is trained:
+
+* `TrainingObjective`: the updates of one train step (which parameter group
+  each changes, its loss, how often it repeats), for families whose step is
+  more than one gradient step on `loss_fn` (GANs: critic then generator).
+  `ParameterGroup`, `Update` and `UpdateContext` are its parts.
+* `CustomObjective`: a model that supplies its own `TrainingObjective`; the
+  trainer builds a one-update objective from `loss_fn` for every other model.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import dataclasses
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import jax
 from flax import nnx
@@ -38,14 +50,20 @@ from flax import nnx
 __all__ = [
     "Autoencoder",
     "ConditionalModel",
+    "CustomObjective",
+    "DescribedLikelihood",
     "ElboModel",
     "GenerativeModel",
     "InputChecks",
     "JointElboModel",
     "LatentModel",
     "LikelihoodModel",
+    "ParameterGroup",
     "SamplingOptions",
     "SuperResolutionModel",
+    "TrainingObjective",
+    "Update",
+    "UpdateContext",
 ]
 
 
@@ -76,6 +94,23 @@ class LikelihoodModel(Protocol):
     def log_prob(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """Log-likelihood of each example: `[B, *input_shape] -> [B]` (nats)."""
         ...
+
+
+@runtime_checkable
+class DescribedLikelihood(Protocol):
+    """A `LikelihoodModel` that says what its `log_prob` is.
+
+    Attributes:
+      likelihood_estimate: the kind of number: "exact", "exact (ODE)",
+        "importance-weighted bound", "variational bound", "dequantisation
+        bound" or "AIS estimate".
+      likelihood_data: what it is a likelihood of (the discretisation or
+        dequantisation of the data), e.g. "binary data (binarized images):
+        the Bernoulli probability mass".
+    """
+
+    likelihood_estimate: str
+    likelihood_data: str
 
 
 @runtime_checkable
@@ -172,4 +207,108 @@ class JointElboModel(Protocol):
 
     def log_prob_and_elbo(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array]:
         """`[B, *input_shape] -> ([B], [B])`: log p(x) estimate and ELBO of each example (nats)."""
+        ...
+
+
+# ----------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterGroup:
+    """Parameters that one optimizer updates.
+
+    Attributes:
+      name: the group's key in the train state (`params[name]`,
+        `opt_state[name]`) when an objective has several groups.
+      filter: an NNX filter selecting the group's `nnx.Param`s; groups are
+        split in order, so a later group may say `nnx.Param` for "the rest".
+      learning_rate_multiplier: the group's learning rate is the configured
+        optimizer's times this (the two time-scale update rule of GANs,
+        Heusel et al. 2017, arXiv:1706.08500).
+      averaged: whether the group has an exponential moving average (used for
+        evaluation and sampling when `training.ema_decay` is set).
+      metric_prefix: put before `grad_norm` and `learning_rate` in the logs
+        ("" for a single group).
+    """
+
+    name: str
+    filter: Any
+    learning_rate_multiplier: float = 1.0
+    averaged: bool = True
+    metric_prefix: str = ""
+
+
+class UpdateContext(Protocol):
+    """What the trainer hands an update's loss besides the model and the batch.
+
+    Attributes:
+      key: uint32 `[2]`, this update's random key (the step's key for a step
+        of one update; otherwise `fold_in(step key, i)` for the i-th update
+        of the step, counting repetitions).
+    """
+
+    key: jax.Array
+
+    def split_examples(self, x: jax.Array) -> jax.Array:
+        """`x` `[B, ...]` with its examples spread over the devices of the run's mesh (unchanged on one)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """One optimizer update of a train step.
+
+    Attributes:
+      name: what the update is called in errors ("critic", "generator").
+      group: the `ParameterGroup.name` whose parameters it changes (the
+        others stay fixed in its loss).
+      loss: `(model, batch, context) -> (loss [], metrics)`. `model` is the
+        training-mode model holding the current parameters (cast to the
+        compute dtype under mixed precision), `batch` the update's part of the
+        step's batch, `context` an `UpdateContext`; `metrics` is a dict of
+        scalars to log. Variables other than parameters that the pass changes
+        (batch statistics) are kept.
+      repeat: how many times the update runs in the step, in a `lax.scan`
+        inside the one compiled step. The step's batch is split into as many
+        equal parts as the largest `repeat` of the objective; repetition i
+        sees part i (an update that runs once sees part 0). Its metrics are
+        means over the repetitions.
+    """
+
+    name: str
+    group: str
+    loss: Callable[[Any, dict[str, jax.Array], UpdateContext], tuple[jax.Array, dict[str, jax.Array]]]
+    repeat: int = 1
+
+
+@runtime_checkable
+class TrainingObjective(Protocol):
+    """The updates of one train step, run in order inside one compiled function.
+
+    Attributes:
+      groups: the parameter groups, each with its own optimizer state.
+      updates: the updates, in order; a later update sees the parameters the
+        earlier ones produced.
+      averaged_statistics: an NNX filter of the non-parameter variables
+        (running statistics) the averaged (EMA) model keeps of its own, or
+        None: it then uses the trained model's.
+      refresh_averaged_statistics: with `averaged_statistics`, `(model, batch,
+        context) -> None`, run after each step on the training-mode model that
+        holds the averaged parameters, to update those variables (a
+        batch-normalised generator's statistics); called with the last
+        update's part of the batch and its context.
+    """
+
+    groups: Sequence[ParameterGroup]
+    updates: Sequence[Update]
+    averaged_statistics: Any
+    refresh_averaged_statistics: Callable[[Any, dict[str, jax.Array], UpdateContext], None] | None
+
+
+@runtime_checkable
+class CustomObjective(Protocol):
+    """A model that says how it is trained, instead of one gradient step on its `loss_fn`."""
+
+    def training_objective(self) -> TrainingObjective:
+        """The objective; raises `ValueError` naming the setting if the model's recipe cannot be trained."""
         ...

@@ -9,7 +9,10 @@ model the same way:
         def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs): ...
 
 after which `create_model(ModelConfiguration(model_type="my-vae", ...), rngs=rngs)`
-builds it. The registry never imports a family: it only holds what was registered.
+builds it. A new family is registered the same way under a new family name:
+the trainer, the evaluation and the binaries ask models for what they can do
+(`workshop.core.protocols`), not for their family. The registry never imports
+a family: it only holds what was registered.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "validate_parameters",
 ]
 
+# The built-in families; `register_model` accepts any other family name too.
 FAMILIES = ("vae", "gan", "diffusion", "flow", "ebm", "autoregressive")
 
 Builder = Callable[..., "nnx.Module"]
@@ -49,7 +53,7 @@ class ModelSpec:
 
     Attributes:
       model_type: the configuration's `model_type` string (lower case).
-      family: one of `FAMILIES`.
+      family: one of `FAMILIES`, or a new family's name.
       builder: `builder(config, *, rngs) -> model`; a model class qualifies.
       parameters: a Pydantic model (extra keys forbidden) describing the valid
         keys of `ModelConfiguration.parameters`, or None for "no parameters".
@@ -80,8 +84,9 @@ def register_model(
 ) -> Callable[[_B], _B]:
     """Decorator registering a builder (function or class) under `model_type`."""
     key = model_type.strip().lower()
-    if family not in FAMILIES:
-        raise ValueError(f"family {family!r} is unknown; known families: {', '.join(FAMILIES)}")
+    if not (isinstance(family, str) and family.isidentifier() and family == family.lower()):
+        raise ValueError(f"family {family!r} must be a lower-case identifier, e.g. one of the built-in families "
+                         f"{', '.join(FAMILIES)} or a new family's name")
     if parameters is not None and parameters.model_config.get("extra") != "forbid":
         raise ValueError(
             f"the parameters schema of {model_type!r} must forbid extra keys "

@@ -46,8 +46,8 @@ class RegistryTest(absltest.TestCase):
         self.assertEqual(registry.get_model_spec("toy-registry-flow").builder(None, rngs=None), 2)
 
     def test_bad_family_and_permissive_schema_are_refused(self):
-        with self.assertRaisesRegex(ValueError, "family 'transformer' is unknown"):
-            registry.register_model("x", family="transformer")
+        with self.assertRaisesRegex(ValueError, "family 'Flow Model' must be a lower-case identifier"):
+            registry.register_model("x", family="Flow Model")
 
         class Loose(pydantic.BaseModel):
             width: int = 1

@@ -22,12 +22,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from workshop.core import registry
-from workshop.core.protocols import ConditionalModel, ElboModel, JointElboModel, LikelihoodModel
+from workshop.core.protocols import (ConditionalModel, DescribedLikelihood, ElboModel, JointElboModel,
+                                     LikelihoodModel)
 from workshop.data.pipeline import model_input
 
 __all__ = [
-    "ESTIMATE_KINDS",
     "anomaly_scores",
     "as_batches",
     "bits_per_dim",
@@ -36,85 +35,29 @@ __all__ = [
     "log_likelihood",
 ]
 
-# What each family's `log_prob` computes. A model (e.g. a user's registered
-# one) can state its own with a `likelihood_estimate` attribute.
-ESTIMATE_KINDS = {
-    "flow": "exact",
-    "autoregressive": "exact",
-    "vae": "importance-weighted bound",  # Burda et al. 2015; a lower bound on log p
-    "diffusion": "variational bound",  # Ho et al. 2020 eq. 5; a lower bound on log p
-    "ebm": "AIS estimate",  # Neal 2001; log Z by annealed importance sampling
-}
-# Flows on 8-bit images: log P of the discrete image under uniform
-# dequantisation (Theis et al. 2016), a lower bound in expectation on log P.
-_DEQUANTISATION_BOUND = "dequantisation bound"
-_ELBO_MODEL_TYPES = ("vqvae",)  # deterministic posterior: log_prob is the ELBO itself
-
-
 def bits_per_dim(nats_per_example: float, num_dims: int) -> float:
     """Converts a negative log-likelihood in nats per example to bits per dimension."""
     return nats_per_example / (num_dims * math.log(2.0))
 
 
-def _family(model: nnx.Module) -> str | None:
-    model_type = getattr(model, "model_type", None)
-    if isinstance(model_type, str) and registry.is_registered(model_type):
-        return registry.get_model_spec(model_type).family
-    for name in registry.registered_model_types():
-        spec = registry.get_model_spec(name)
-        if isinstance(spec.builder, type) and type(model) is spec.builder:
-            return spec.family
-    return None
-
-
-def _data_description(model: nnx.Module, family: str | None) -> str:
-    shape = tuple(getattr(model, "input_shape", ()))
-    if family == "flow":
-        if getattr(model, "is_image", len(shape) == 3):
-            return ("8-bit images k/255: log P of the discrete image under uniform dequantisation "
-                    "(Theis et al. 2016), a lower bound in expectation over the noise")
-        return "continuous vectors: the density"
-    if family == "autoregressive":
-        levels = getattr(model, "num_levels", None)
-        return f"discrete values, {levels} levels each: the probability mass" if levels else "discrete tokens: the probability mass"
-    if family == "diffusion":
-        return "8-bit images: the discretised Gaussian decoder integrates each pixel's bin (Ho et al. 2020)"
-    if family == "vae":
-        reconstruction = getattr(model, "reconstruction", None)
-        return {
-            "bernoulli": "binary data (binarized images): the Bernoulli probability mass",
-            "discretized_logistic": "8-bit images: the discretized logistic mass of each 1/255 bin",
-            "gaussian": "continuous data: the Gaussian density with the fixed decoder_std (no dequantisation)",
-        }.get(reconstruction, f"reconstruction_loss {reconstruction!r}")
-    if family == "ebm":
-        return "the data as given: a density, with no dequantisation"
-    return "as defined by the model's log_prob"
-
-
 def likelihood_estimate(model: nnx.Module) -> dict[str, str]:
     """What `model.log_prob` estimates: `{"estimate": kind, "data": what it is a likelihood of}`.
 
-    The kind is the model's `likelihood_estimate` attribute if it has one,
-    else its family's entry in `ESTIMATE_KINDS` ("exact", "importance-weighted
-    bound", "variational bound", "AIS estimate"), else "unspecified"; flows
-    on 8-bit images give a "dequantisation bound", not an exact figure.
+    Every built-in family says it (`DescribedLikelihood`: "exact", "exact
+    (ODE)", "importance-weighted bound", "variational bound", "dequantisation
+    bound", "AIS estimate"); another model's estimate is "unspecified".
 
     Raises:
       TypeError: the model has no `log_prob` (GANs: use sample quality).
     """
-    family = _family(model)
     if not isinstance(model, LikelihoodModel):
-        what = f"model_type {getattr(model, 'model_type', type(model).__name__)!r}"
         raise TypeError(
-            f"{what} (family {family or 'unknown'}) has no log_prob, so its likelihood is undefined; "
+            f"{type(model).__name__} has no log_prob, so its likelihood is undefined; "
             "evaluate its samples with workshop.eval.sample_quality instead"
         )
-    kind = getattr(model, "likelihood_estimate", None)
-    if kind is None:
-        kind = "variational bound" if getattr(model, "model_type", None) in _ELBO_MODEL_TYPES else ESTIMATE_KINDS.get(family, "unspecified")
-        if family == "flow" and getattr(model, "is_image", len(tuple(getattr(model, "input_shape", ()))) == 3):
-            kind = _DEQUANTISATION_BOUND
-    return {"estimate": kind, "data": getattr(model, "likelihood_data", None) or _data_description(model, family)}
+    if isinstance(model, DescribedLikelihood):
+        return {"estimate": model.likelihood_estimate, "data": model.likelihood_data}
+    return {"estimate": "unspecified", "data": "as defined by the model's log_prob"}
 
 
 def as_batches(dataset_or_batches: Any, *, batch_size: int = 500, binarize: str = "none",
@@ -219,9 +162,8 @@ def _per_example(model: nnx.Module, batches: Iterable[dict[str, Any]], *, num_sa
         if "x" not in batch:
             raise KeyError(f"likelihood batches need the model input under 'x'; batch {i} has keys {sorted(batch)}")
         if conditional and batch.get("label") is None:
-            name = getattr(model, "model_type", type(model).__name__)
             raise ValueError(
-                f"model_type {name!r} is class-conditional: its likelihood needs each example's label, but batch {i} "
+                f"{type(model).__name__} is class-conditional: its likelihood needs each example's label, but batch {i} "
                 f"has none (keys {sorted(batch)}); pass {{'x': inputs, 'label': labels}} ([N] integers in "
                 f"[0, {model.num_classes})), a dataset with labels, or a dataset name such as 'fashion_mnist'"
             )

@@ -134,7 +134,7 @@ class LikelihoodTest(absltest.TestCase):
                                                encoder_features=[8], decoder_features=[8],
                                                parameters={"reconstruction_loss": "bernoulli", "num_classes": 3}),
                             rngs=nnx.Rngs(0))
-        with self.assertRaisesRegex(ValueError, r"'cvae' is class-conditional.*needs each example's label.*"
+        with self.assertRaisesRegex(ValueError, r"CVAE is class-conditional.*needs each example's label.*"
                                                 r"\{'x': inputs, 'label': labels\}"):
             log_likelihood(cvae, np.zeros((3, 4), np.float32))
         labelled = log_likelihood(cvae, {"x": np.zeros((3, 4), np.float32), "label": np.array([0, 1, 2])})

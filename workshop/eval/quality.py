@@ -204,7 +204,7 @@ def sample_quality(
     """
     dataset = _check_dataset(dataset)
     net = feature_net_lib.load_feature_net(weights_path) if net is None else net
-    if hasattr(model_or_samples, "generate"):
+    if isinstance(model_or_samples, nnx.Module):
         if num_samples is None:
             raise ValueError("num_samples is required when sampling from a model")
         samples = draw_samples(model_or_samples, num_samples, seed=seed, batch_size=batch_size)

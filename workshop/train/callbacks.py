@@ -143,7 +143,7 @@ class CheckpointCallback:
     def _save(self, trainer, step, state) -> None:
         if self.last_saved == step:
             return
-        bad = trainer.bad_steps_in_a_row() if hasattr(trainer, "bad_steps_in_a_row") else 0
+        bad = trainer.bad_steps_in_a_row()
         if bad:
             if self._put_off is None:
                 _log.warning(

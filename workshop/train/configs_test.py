@@ -63,7 +63,7 @@ class ConfigsTest(parameterized.TestCase):
     def test_config_builds_and_steps(self, name):
         cfg = parse_config(importlib.import_module(f"workshop.train.configs.{name}").get_config())
         model = create_model(cfg.model, rngs=nnx.Rngs(0))
-        trainer = make_trainer(model, cfg)  # the GAN trainer for GAN configs
+        trainer = make_trainer(model, cfg)
         # A GAN step takes n_critic chunks of examples, one per critic update.
         n = 4 * getattr(model, "n_critic", 1)
         rng = np.random.default_rng(0)

@@ -37,7 +37,6 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import ml_collections
 from jax.experimental import multihost_utils
-import numpy as np
 from flax import nnx
 
 from workshop.core.configuration import (DataConfiguration, EvaluationConfiguration, ModelConfiguration,
@@ -49,7 +48,6 @@ from workshop.eval.likelihood import evaluate_likelihood
 from workshop.models.factories import create_model
 from workshop.train import callbacks as cb
 from workshop.train.checkpointing import Checkpointer
-from workshop.train.gan_trainer import GANTrainer
 from workshop.train.periodic_eval import PeriodicEvaluation
 from workshop.train.trainer import Trainer, TrainState
 
@@ -172,14 +170,11 @@ def _test_batches(cfg: ExperimentConfig, source, *, max_batches: int | None) -> 
 
 
 def make_trainer(model: nnx.Module | Callable[[], nnx.Module], cfg: ExperimentConfig) -> Trainer:
-    """The trainer of the model's family: `GANTrainer` for "gan" models, `Trainer` otherwise.
+    """The `Trainer` of `model` (or of a function of no arguments that builds it) with `cfg.training`.
 
-    `model` is the model or a function of no arguments that builds it; on a
-    mesh both trainers build such a model straight into its shardings
+    On a mesh such a function builds the model straight into its shardings
     (sharded construction, see `Trainer`).
     """
-    if cfg.model.family == "gan":
-        return GANTrainer(model, cfg.training)
     return Trainer(model, cfg.training)
 
 
@@ -262,34 +257,6 @@ def _warn_if_data_order_changed(saved: dict[str, Any] | None, now: dict[str, Any
     if diffs:
         _log.warning("the training data order differs from the checkpoint's (%s): the resumed run continues at "
                      "its data_step but will not reproduce an uninterrupted run", "; ".join(diffs))
-
-
-# A test hook for the fault tests (fault_tolerance_test.py, nonfinite_test.py),
-# never for real runs: comma-separated data steps whose batch "x" is replaced by NaN.
-NAN_BATCHES_ENV = "WORKSHOP_TEST_NAN_BATCHES"
-
-
-def _inject_nan_batches(batches: Iterator[dict[str, Any]], start_step: int) -> Iterator[dict[str, Any]]:
-    spec = os.environ.get(NAN_BATCHES_ENV, "").strip()
-    if not spec:
-        return batches
-    try:
-        steps = {int(s) for s in spec.split(",")}
-    except ValueError:
-        raise ValueError(f"{NAN_BATCHES_ENV}={spec!r}: expected comma-separated data steps, e.g. '5,6,7'") from None
-    _log.warning("%s is set (a test hook): the batches of data steps %s are NaN", NAN_BATCHES_ENV, sorted(steps))
-
-    def poisoned():
-        for step, batch in enumerate(batches, start_step):
-            if step in steps:
-                if batch["x"].dtype == np.uint8:  # images travel as uint8: NaN needs their float32 form
-                    batch = {**batch, "x": batch["x"].astype(np.float32)}
-                if not np.issubdtype(batch["x"].dtype, np.floating):
-                    raise ValueError(f"{NAN_BATCHES_ENV} needs a floating-point batch 'x', got {batch['x'].dtype}")
-                batch = {**batch, "x": np.full_like(batch["x"], np.nan)}
-            yield batch
-
-    return poisoned()
 
 
 def train_and_evaluate(
@@ -387,7 +354,7 @@ def train_and_evaluate(
     if coordinated:
         callbacks_list.append(_PreemptionSync())
     callbacks = [*callbacks_list, *callbacks]
-    train_batches = _inject_nan_batches(iter(_train_batches(cfg, train_source, start_step)), start_step)
+    train_batches = iter(_train_batches(cfg, train_source, start_step))
     eval_batches = lambda: _test_batches(cfg, test_source, max_batches=t.eval_batches)  # noqa: E731
     try:
         with _stop_on_signals(trainer, coordinated=coordinated):

@@ -1,4 +1,4 @@
-"""The GAN trainer on a mesh of 8 simulated CPU devices (data parallelism, FSDP) against one device."""
+"""GAN training on a mesh of 8 simulated CPU devices (data parallelism, FSDP) against one device."""
 
 import os
 
@@ -87,7 +87,7 @@ class ShardedGANTest(absltest.TestCase):
 
     def test_fsdp_shards_both_players_optimizers_and_ema(self):
         state = self.states[("wgan_gp", "fsdp")]
-        ema_kernel = state.ema_params["params"]["generator"]["net"]["layers"][1]["kernel"][...]
+        ema_kernel = state.ema_params["generator"]["generator"]["net"]["layers"][1]["kernel"][...]
         for kernel in (_kernel(state, "generator"), _kernel(state, "discriminator"), ema_kernel):
             self.assertEqual(kernel.sharding.spec, P("fsdp", None))
             self.assertEqual({s.data.shape for s in kernel.addressable_shards}, {(4, 32)})
@@ -161,14 +161,13 @@ class BatchNormOnAMeshTest(absltest.TestCase):
         trainer = gt.trainer(gt.image_gan(), "fsdp", fsdp_min_size=1024, optimizer=gt.SGD)
         sharded, sharded_h = gt.run(trainer, batches)
         np.testing.assert_allclose(gt.losses(sharded_h), gt.losses(single_h), rtol=2e-5, atol=1e-6)
-        for tree in ("params", "rest", "ema_params"):
+        for tree in ("params", "rest", "ema_params", "ema_rest"):
             gt.assert_trees_close(getattr(sharded, tree), getattr(single, tree), atol=1e-5)
         conv = sharded.params["discriminator"]["discriminator"]["layers"][1]["kernel"][...]  # [4, 4, 8, 16]
         self.assertEqual(conv.sharding.spec, P(None, None, None, "fsdp"))
         # The running statistics of both players and of the EMA generator moved.
         start = trainer.init_state()
-        for now, before in ((sharded.rest, start.rest), (sharded.ema_params["batch_stats"],
-                                                         start.ema_params["batch_stats"])):
+        for now, before in ((sharded.rest, start.rest), (sharded.ema_rest, start.ema_rest)):
             self.assertFalse(np.allclose(np.concatenate([a.ravel() for a in jax.tree.leaves(gt.host(now))]),
                                          np.concatenate([a.ravel() for a in jax.tree.leaves(gt.host(before))])))
 

@@ -1,4 +1,4 @@
-"""The GAN trainer in mixed precision: bfloat16 compute close to float32, float16 with dynamic loss scaling."""
+"""GAN training in mixed precision: bfloat16 compute close to float32, float16 with dynamic loss scaling."""
 
 import jax
 import jax.numpy as jnp

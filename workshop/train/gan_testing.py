@@ -1,4 +1,4 @@
-"""Test helpers for the GAN trainer's mesh and precision tests: small ring and image GANs, a few steps.
+"""Test helpers for GAN training's mesh and precision tests: small ring and image GANs, a few steps.
 
 The two objectives compared everywhere are the non-saturating loss with R1
 (Mescheder et al. 2018, arXiv:1801.04406; one critic update per step) and
@@ -17,7 +17,7 @@ from workshop.core.configuration import ModelConfiguration, TrainingConfiguratio
 from workshop.core.device_manager import MatmulSite, matmul_sites
 from workshop.data.datasets.toy import sample_toy
 from workshop.models.gan import GAN
-from workshop.train.gan_trainer import GANTrainer
+from workshop.train.trainer import Trainer
 
 __all__ = ["RECIPES", "ADAM", "SGD", "ring_gan", "image_gan", "trainer", "ring_batches", "image_batches", "run",
            "losses", "host", "assert_trees_close", "matmuls"]
@@ -44,12 +44,12 @@ def image_gan(**parameters) -> GAN:
 
 
 def trainer(model: GAN, parallelism: str = "none", *, optimizer: dict[str, Any] = ADAM, fsdp_min_size: int = 256,
-            **overrides) -> GANTrainer:
-    """A `GANTrainer` logging every step, EMA decay 0.9."""
+            **overrides) -> Trainer:
+    """A `Trainer` logging every step, EMA decay 0.9."""
     config = TrainingConfiguration(num_steps=100, log_every=1, ema_decay=0.9, progress_bar=False,
                                    parallelism=parallelism, fsdp_min_size=fsdp_min_size, optimizer=optimizer,
                                    **overrides)
-    return GANTrainer(model, config)
+    return Trainer(model, config)
 
 
 def ring_batches(n: int, batch: int = 16, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -67,7 +67,7 @@ def image_batches(n: int, batch: int = 16) -> list[dict[str, np.ndarray]]:
              "label": rng.integers(0, 10, batch).astype(np.int32)} for _ in range(n)]
 
 
-def run(gan_trainer: GANTrainer, batches, state=None):
+def run(gan_trainer: Trainer, batches, state=None):
     """`(final state, [host metrics per step])` after one train step per batch."""
     state = gan_trainer.init_state() if state is None else state
     history = []
@@ -92,6 +92,6 @@ def assert_trees_close(a, b, atol: float, rtol: float = 2e-5) -> None:
         np.testing.assert_allclose(x, y, atol=atol, rtol=rtol, err_msg=jax.tree_util.keystr(path))
 
 
-def matmuls(gan_trainer: GANTrainer, batch) -> list[MatmulSite]:
+def matmuls(gan_trainer: Trainer, batch) -> list[MatmulSite]:
     """Every matmul and convolution of the train step's jaxpr, nested ones included (dtype, scope)."""
     return matmul_sites(jax.make_jaxpr(gan_trainer._train_step)(gan_trainer.init_state(), batch))

@@ -13,7 +13,6 @@ from flax import nnx
 
 from workshop.core.configuration import ModelConfiguration, OptimizerConfiguration, TrainingConfiguration
 from workshop.models.vae import VAE
-from workshop.train import experiment
 from workshop.train.callbacks import CheckpointCallback
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.train_binary_testing import RunLog, train_records, write_config, write_fixture_dataset
@@ -131,7 +130,7 @@ class NonFiniteTest(parameterized.TestCase):
         nan_at = (1, 4)  # steps 2 and 5: never 3 in a row
         trainer = Trainer(_Running(3, rngs=nnx.Rngs(0)), config)
         recorder = _Recorder()
-        with self.assertLogs("workshop.train.trainer", "WARNING") as logs:
+        with self.assertLogs("workshop.train.bad_steps", "WARNING") as logs:
             state = trainer.fit(trainer.init_state(), _batches(nan_at), callbacks=[recorder])
         self.assertIn("skipped 1 step(s) with a NaN/Inf loss or gradient among steps 1-3", logs.output[0])
         self.assertEqual(int(state.step), 9)
@@ -157,7 +156,7 @@ class NonFiniteTest(parameterized.TestCase):
         trainer = Trainer(_Running(3, rngs=nnx.Rngs(0)), config)
         checkpointer = Checkpointer(self.create_tempdir().full_path, max_to_keep=10)
         recorder = _Recorder()
-        with self.assertLogs("workshop.train.trainer", "WARNING") as logs:
+        with self.assertLogs("workshop.train.bad_steps", "WARNING") as logs:
             state = trainer.fit(trainer.init_state(), _batches(nan_at=(5, 6, 7)),
                                 callbacks=[CheckpointCallback(checkpointer, 2), recorder], checkpointer=checkpointer)
         rollback = [line for line in logs.output if "rolled back" in line]
@@ -201,7 +200,7 @@ class NonFiniteTest(parameterized.TestCase):
                         state = trainer.fit(trainer.init_state(), _batches(nan_at), callbacks=callbacks,
                                             checkpointer=checkpointer)
                         self.assertEqual(int(state.step), 12)
-                        self.assertEqual(trainer._rollbacks, 1)
+                        self.assertEqual(trainer.bad_steps.rollbacks, 1)
                         # 12 holds the rolled-back (step-4) parameters, written after the rollback.
                         self.assertEqual(checkpointer.all_steps(), [2, 4, 12])
                 self.assertIn("not writing the checkpoint of step 6: its last 1 step(s) had a NaN/Inf loss",
@@ -227,9 +226,9 @@ class NonFiniteTest(parameterized.TestCase):
         data_dir = write_fixture_dataset(root / "fashion")
         config = write_config(root / "tiny_vae.py", num_steps=40, checkpoint_every=10, max_bad_steps=3)
         workdir = root / "run"
-        run = RunLog(config, workdir, data_dir, env={experiment.NAN_BATCHES_ENV: "25,26,27"})
+        run = RunLog(config, workdir, data_dir, nan_batches=(26, 27, 28))
         self.assertEqual(run.wait(), 0, run.stderr[-3000:])
-        self.assertIn("WORKSHOP_TEST_NAN_BATCHES is set (a test hook)", run.stderr)
+        self.assertIn("the batches of data steps [26, 27, 28] are NaN", run.stderr)
         self.assertIn("(steps 26-28): rolled back to the checkpoint of step 20", run.stderr)
         records, _ = train_records(workdir)
         self.assertEqual(sorted(records), list(range(1, 41)))

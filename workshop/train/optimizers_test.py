@@ -7,7 +7,8 @@ import optax
 from absl.testing import absltest, parameterized
 
 from workshop.core.configuration import OptimizerConfiguration
-from workshop.train.optimizers import make_optimizer, make_schedule, skip_nonfinite_update
+from workshop.train.bad_steps import skip_nonfinite_update
+from workshop.train.optimizers import make_optimizer, make_schedule
 
 
 class OptimizersTest(parameterized.TestCase):

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from workshop.core.protocols import LikelihoodModel
 from workshop.eval import feature_net as feature_net_lib
 from workshop.eval import quality as quality_lib
 from workshop.eval.likelihood import evaluate_likelihood
@@ -107,7 +108,7 @@ class PeriodicEvaluation:
 
     def _likelihood(self, trainer, state) -> dict[str, float]:
         model = trainer.model_from_state(state)
-        if not hasattr(model, "log_prob"):
+        if not isinstance(model, LikelihoodModel):
             return {}
         result = evaluate_likelihood(model, self.test_batches(), num_samples=self.likelihood_samples, seed=self.seed)
         return {f"test_{k}": float(v) for k, v in result.items() if k != "num_examples"}

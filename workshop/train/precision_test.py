@@ -139,7 +139,7 @@ def _family_batch(model, config):
 
 
 class EveryFamilyComputesInBF16Test(parameterized.TestCase):
-    """The bf16 train step of every non-GAN family (GANs: `gan_trainer`, tested there)."""
+    """The bf16 train step of every non-GAN family (GANs: gan_precision_test)."""
 
     def test_the_cases_cover_every_family_but_gan(self):
         from workshop.core import registry

@@ -6,10 +6,14 @@ starts it as several processes of one run. The run they use is a small MLP VAE
 on a 64-image IDX fixture with dynamic binarization (so the resumed Bernoulli
 stream is checked too): 4 steps per epoch, a few ms per step on a CPU.
 
-`python -m workshop.train.train_binary_testing RECORD -- FLAGS...` runs the
-train binary with FLAGS and writes to RECORD (JSON) every path it opened for
-writing from Python (`RunLog(record_writes=...)`); tensorstore's own writes
-(the checkpoint arrays) are C++ and not seen.
+`python -m workshop.train.train_binary_testing [--record=PATH] [--nan_batches=S,...] -- FLAGS...`
+runs the train binary with FLAGS and
+* `--record`: writes to PATH (JSON) every path it opened for writing from
+  Python (`RunLog(record_writes=...)`); tensorstore's own writes (the
+  checkpoint arrays) are C++ and not seen;
+* `--nan_batches`: replaces the input `x` of the batches of those data steps
+  (1-based, as logged) by NaN (`RunLog(nan_batches=...)`): faults injected by
+  the test, outside the production binary.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ class RunLog:
 
     def __init__(self, config: pathlib.Path, workdir: pathlib.Path, data_dir: pathlib.Path, *,
                  env: dict[str, str] | None = None, flags: tuple[str, ...] = (),
-                 record_writes: pathlib.Path | None = None):
+                 record_writes: pathlib.Path | None = None, nan_batches: tuple[int, ...] = ()):
         self.workdir = pathlib.Path(workdir)
         self.stderr_path = self.workdir.with_name(self.workdir.name + f".{time.time_ns()}.stderr")
         child_env = {
@@ -104,7 +108,10 @@ class RunLog:
             **(env or {}),
         }
         self.record_writes = record_writes
-        binary = ["workshop.train.main"] if record_writes is None else [__name__, str(record_writes), "--"]
+        binary = ["workshop.train.main"]
+        if record_writes is not None or nan_batches:
+            binary = [__name__, *([f"--record={record_writes}"] if record_writes is not None else []),
+                      *([f"--nan_batches={','.join(map(str, nan_batches))}"] if nan_batches else []), "--"]
         command = [sys.executable, "-m", *binary, f"--config={config}", f"--workdir={workdir}",
                    f"--data_dir={data_dir}", *flags]
         with open(self.stderr_path, "w") as stderr:
@@ -179,8 +186,8 @@ def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
 _WRITE_MODE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
-def _run_train_binary_recording_writes(record: str, flags: list[str]) -> None:
-    """Runs `workshop.train.main` with `flags`; at exit writes the paths it opened for writing to `record`."""
+def _record_writes(record: str) -> None:
+    """At exit, writes to `record` the paths this process opened for writing from Python."""
     written: set[str] = set()
 
     def audit(event: str, args: tuple) -> None:
@@ -193,11 +200,41 @@ def _run_train_binary_recording_writes(record: str, flags: list[str]) -> None:
 
     atexit.register(lambda: pathlib.Path(record).write_text(json.dumps(sorted(written))))
     sys.addaudithook(audit)
-    sys.argv = [sys.argv[0], *flags]
+
+
+def _inject_nan_batches(steps: set[int]) -> None:
+    """Makes the experiment's training batches of data steps `steps` NaN (1-based: step s reads batch s - 1)."""
+    from workshop.train import experiment
+
+    original = experiment._train_batches
+
+    def poisoned(cfg, source, start_step):
+        for step, batch in enumerate(original(cfg, source, start_step), start_step + 1):
+            if step in steps:
+                x = batch["x"].astype(np.float32) if batch["x"].dtype == np.uint8 else batch["x"]
+                batch = {**batch, "x": np.full_like(x, np.nan)}
+            yield batch
+
+    experiment._train_batches = poisoned
+    print(f"test harness: the batches of data steps {sorted(steps)} are NaN", file=sys.stderr, flush=True)
+
+
+def _main(argv: list[str]) -> None:
+    if "--" not in argv:
+        sys.exit("usage: python -m workshop.train.train_binary_testing [--record=PATH] [--nan_batches=S,...] -- "
+                 "TRAIN_FLAGS...")
+    split = argv.index("--")
+    for option in argv[:split]:
+        name, _, value = option.partition("=")
+        if name == "--record":
+            _record_writes(value)
+        elif name == "--nan_batches":
+            _inject_nan_batches({int(s) for s in value.split(",")})
+        else:
+            sys.exit(f"unknown option {option!r}")
+    sys.argv = [sys.argv[0], *argv[split + 1:]]
     runpy.run_module("workshop.train.main", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[2] != "--":
-        sys.exit("usage: python -m workshop.train.train_binary_testing RECORD -- TRAIN_FLAGS...")
-    _run_train_binary_recording_writes(sys.argv[1], sys.argv[3:])
+    _main(sys.argv[1:])

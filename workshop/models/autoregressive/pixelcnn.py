@@ -82,6 +82,8 @@ class PixelCNN(nnx.Module):
         if p.features % c:
             raise ValueError(f"parameters.features ({p.features}) must be a multiple of the {c} image channels")
         self.num_levels = int(p.num_levels)
+        self.likelihood_estimate = "exact"
+        self.likelihood_data = f"discrete values, {self.num_levels} levels each: the probability mass"
         self.output = p.output
         self.params_per_value = self.num_levels if p.output == "softmax" else 3 * p.num_mixtures
         if p.num_classes is not None:

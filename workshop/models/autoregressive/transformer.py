@@ -106,6 +106,9 @@ class Transformer(nnx.Module):
       rngs: `params` stream (or default).
     """
 
+    likelihood_estimate = "exact"
+    likelihood_data = "discrete tokens: the probability mass"
+
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
         p = TransformerParameters.model_validate(config.parameters)
         self.input_shape = tuple(int(s) for s in config.input_shape)

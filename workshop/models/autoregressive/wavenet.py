@@ -106,6 +106,8 @@ class WaveNet(nnx.Module):
         policy = get_precision_policy()
         kw = {"dtype": policy.compute_dtype, "param_dtype": policy.param_dtype, "rngs": rngs}
         self.num_levels = int(p.num_levels)
+        self.likelihood_estimate = "exact"
+        self.likelihood_data = f"discrete values, {self.num_levels} levels each: the probability mass"
         self.waveform = p.input_format == "waveform"
         self.embed = nnx.Embed(self.num_levels, p.residual_channels, **kw)
         self.start = nnx.Param(jax.random.normal(rngs.params(), (p.residual_channels,), policy.param_dtype) * 0.02)

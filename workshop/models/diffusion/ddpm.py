@@ -105,6 +105,10 @@ class DDPM(ClassConditioning, nnx.Module):
         if p.likelihood == "ode":
             self.likelihood_estimate = "exact (ODE)"
             self.likelihood_data = ode.dequantized_likelihood_data("dopri5", p.likelihood_divergence, 1)
+        else:  # Ho et al. 2020 eq. 5: a lower bound on log p
+            self.likelihood_estimate = "variational bound"
+            self.likelihood_data = ("8-bit images: the discretised Gaussian decoder integrates each pixel's bin "
+                                    "(Ho et al. 2020)")
         check_sampler(self.sampler, self.sampling_steps, self.num_timesteps)
         if p.num_classes is not None:
             self.num_classes = int(p.num_classes)

@@ -107,6 +107,9 @@ class EBM(nnx.Module):
         buffer's initial noise.
     """
 
+    likelihood_estimate = "AIS estimate"  # Neal 2001: log Z by annealed importance sampling
+    likelihood_data = "the data as given: a density, with no dequantisation"
+
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
         p = _typed_parameters(config)
         self.input_shape = tuple(int(s) for s in config.input_shape)

@@ -84,6 +84,13 @@ class FlowModel(nnx.Module):
                              f"got input_shape {shape}")
         self.input_shape = shape
         self.is_image = len(shape) == 3
+        if self.is_image:
+            # log P of the discrete image under uniform dequantisation (Theis et al. 2016, arXiv:1511.01844)
+            self.likelihood_estimate = "dequantisation bound"
+            self.likelihood_data = ("8-bit images k/255: log P of the discrete image under uniform dequantisation "
+                                    "(Theis et al. 2016), a lower bound in expectation over the noise")
+        else:
+            self.likelihood_estimate, self.likelihood_data = "exact", "continuous vectors: the density"
         self.num_dims = math.prod(shape)
         self.num_flows = int(config.num_flows)
         self.logit_alpha = float(p.logit_alpha)

@@ -2,8 +2,9 @@
 
 Importing this package registers the five model types with
 `workshop.core.registry`; `workshop.models.factories.create_gan` builds them
-and `workshop.train.gan_trainer.GANTrainer` trains them. Any of them becomes
-class-conditional (projection discriminator) with `parameters.num_classes`.
+and the `Trainer` trains them through their `training_objective`. Any of them
+becomes class-conditional (projection discriminator) with
+`parameters.num_classes`.
 """
 
 from workshop.models.gan.gan import GAN as GAN

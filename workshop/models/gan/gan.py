@@ -1,8 +1,8 @@
 """Generative adversarial networks: one model class, five registered recipes.
 
 A `GAN` holds a `generator` and a `discriminator` (see `networks.py`) and the
-recipe that trains them; `workshop.train.gan_trainer.GANTrainer` runs the
-alternating updates. The registered model types differ in their defaults:
+recipe that trains them: its `training_objective` (`objective.py`) gives the
+trainer the alternating critic and generator updates. The registered model types differ in their defaults:
 
 * "dcgan": Radford, Metz & Chintala 2015 (arXiv:1511.06434), the
   non-saturating loss of Goodfellow et al. 2014 (arXiv:1406.2661).
@@ -42,6 +42,7 @@ from workshop.core import losses, registry
 from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model
 from workshop.models.gan.networks import OUTPUT_ACTIVATIONS, Discriminator, Generator
+from workshop.models.gan.objective import AdversarialObjective, check_recipe
 from workshop.models.layers import Upsampling, class_labels, compiled_sampling, resolve_backbone
 
 __all__ = [
@@ -144,9 +145,9 @@ class GAN(nnx.Module):
 
     Attributes:
       generator, discriminator: the two players.
-      loss, n_critic, gp_weight, r1_weight, d_lr_multiplier: the recipe the
-        trainer reads.
-      num_classes: present only on conditional models (the trainers' marker).
+      loss, n_critic, gp_weight, r1_weight, d_lr_multiplier: the recipe
+        (`training_objective`).
+      num_classes: present only on conditional models.
     """
 
     _schema: type[GANParameters] = GANParameters  # registered types bring their own subclass
@@ -215,9 +216,38 @@ class GAN(nnx.Module):
         """D(x): `[B, *input_shape] -> [B]` float32 scores (logits for the non-saturating loss)."""
         return self.discriminator(x, self.check_labels(labels, x.shape[0]))
 
+    def score(self, real: jax.Array, fake: jax.Array, labels: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """D on `[B, ...]` real and fake examples: `([B], [B])` scores.
+
+        A batch-normalised discriminator scores the two halves in separate
+        calls (as the DCGAN reference code does), so neither half's statistics
+        leak into the other's; any other scores both in one call (power
+        iterations advance once).
+        """
+        if self.discriminator.norm == "batch":
+            return self.discriminator(real, labels), self.discriminator(fake, labels)
+        both = None if labels is None else jnp.concatenate([labels, labels])
+        scores = self.discriminator(jnp.concatenate([real, fake]), both)
+        return scores[: real.shape[0]], scores[real.shape[0]:]
+
     # --------------------------------------------------------- training API
+    def training_objective(self) -> AdversarialObjective:
+        """The critic and generator updates the trainer runs (`objective.py`).
+
+        Raises:
+          ValueError: the recipe cannot be trained (n_critic < 1, an unknown
+            loss, a batch-normalised discriminator with a penalty).
+        """
+        objective = AdversarialObjective(
+            loss=self.loss, n_critic=int(self.n_critic), gp_weight=float(self.gp_weight),
+            r1_weight=float(self.r1_weight), d_lr_multiplier=float(self.d_lr_multiplier), latent_dim=self.latent_dim,
+            conditional=hasattr(self, "num_classes"), separate_scoring=self.discriminator.norm == "batch",
+            generator_statistics=bool(jax.tree.leaves(nnx.state(self.generator, nnx.BatchStat))))
+        check_recipe(objective, self.discriminator.norm)
+        return objective
+
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs, labels: jax.Array | None = None) -> dict[str, jax.Array]:
-        """Scores a real batch and as many generated examples.
+        """Scores a real batch and as many generated examples (the trainer's evaluation pass).
 
         Args:
           x: `[B, *input_shape]` real examples.
@@ -231,21 +261,19 @@ class GAN(nnx.Module):
         labels = self.check_labels(labels, x.shape[0])
         z = jax.random.normal(rngs.sample(), (x.shape[0], self.latent_dim))
         fake = self.generator(z, labels)
-        x = x.astype(jnp.float32)
-        if self.discriminator.norm == "batch":  # as in GANTrainer: separate batch statistics per half
-            return {"real_scores": self.discriminator(x, labels), "fake_scores": self.discriminator(fake, labels),
-                    "fake": fake}
-        scores = self.discriminator(jnp.concatenate([x, fake]),
-                                    None if labels is None else jnp.concatenate([labels, labels]))
-        return {"real_scores": scores[: x.shape[0]], "fake_scores": scores[x.shape[0]:], "fake": fake}
+        real_scores, fake_scores = self.score(x.astype(jnp.float32), fake, labels)
+        return {"real_scores": real_scores, "fake_scores": fake_scores, "fake": fake}
 
     def loss_fn(self, batch: dict[str, jax.Array], outputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        """Both players' objectives on one forward pass (no penalties: they need the critic as a function).
+        """Both players' objectives on one forward pass: the held-out metrics of `Trainer.evaluate`.
+
+        Training minimises each player's own loss with its penalties
+        (`training_objective`); this gives the losses without penalties (they
+        need the critic as a function).
 
         Returns:
           `d_loss`, `g_loss`, `wasserstein_estimate` (mean D(x) - mean D(G(z)))
-          and `loss`, the discriminator's objective (a GAN has no single loss;
-          `GANTrainer` minimises each player's own).
+          and `loss`, the discriminator's objective (a GAN has no single loss).
         """
         real, fake = outputs["real_scores"], outputs["fake_scores"]
         d_loss = jnp.mean(losses.discriminator_loss(self.loss, real, fake))
@@ -255,6 +283,21 @@ class GAN(nnx.Module):
             "g_loss": jnp.mean(losses.generator_loss(self.loss, fake)),
             "wasserstein_estimate": jnp.mean(real) - jnp.mean(fake),
         }
+
+    def sampling_options(self, *, labels: Any = None, batch: int, sampler: str | None = None,
+                         steps: int | None = None, guidance_scale: float | None = None) -> None:
+        """Checks labels eagerly; a GAN samples in one pass, so it has no sampler, steps or guidance.
+
+        Raises:
+          ValueError: labels the model cannot take (see `check_labels`), or a
+            sampler, steps or guidance scale given.
+        """
+        given = [name for name, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale))
+                 if v is not None]
+        if given:
+            raise ValueError(f"model_type {self.model_type!r} draws a sample in one generator pass and takes no "
+                             f"{', '.join(given)}")
+        self.check_labels(labels, batch)
 
     # ----------------------------------------------------------- sampling
     @compiled_sampling

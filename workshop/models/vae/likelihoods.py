@@ -29,6 +29,7 @@ __all__ = [
     "MIN_LOG_SCALE",
     "RECONSTRUCTION_LOSSES",
     "ReconstructionLoss",
+    "data_description",
     "decoder_mean",
     "log_likelihood",
     "params_per_pixel",
@@ -45,6 +46,16 @@ _NUM_BINS = 256
 def _check(kind: str) -> None:
     if kind not in RECONSTRUCTION_LOSSES:
         raise ValueError(f"reconstruction_loss {kind!r} is unknown; known: {', '.join(RECONSTRUCTION_LOSSES)}")
+
+
+def data_description(kind: str) -> str:
+    """What the decoder's likelihood is a likelihood of, for the label beside a test-set figure."""
+    _check(kind)
+    return {
+        "bernoulli": "binary data (binarized images): the Bernoulli probability mass",
+        "discretized_logistic": "8-bit images: the discretized logistic mass of each 1/255 bin",
+        "gaussian": "continuous data: the Gaussian density with the fixed decoder_std (no dequantisation)",
+    }[kind]
 
 
 def params_per_pixel(kind: str) -> int:

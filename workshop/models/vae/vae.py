@@ -90,6 +90,9 @@ class VAE(nnx.Module):
         self.beta = float(p.beta)
         self.kl_weight = float(p.kl_weight)
         self.reconstruction = str(p.reconstruction_loss)
+        # Burda et al. 2015: the importance-weighted bound, a lower bound on log p.
+        self.likelihood_estimate = "importance-weighted bound"
+        self.likelihood_data = likelihoods.data_description(self.reconstruction)
         self.decoder_std = float(p.decoder_std)
         self.iwae_samples = int(p.iwae_samples)
         self.backbone = resolve_backbone(config)

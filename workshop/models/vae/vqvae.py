@@ -72,6 +72,9 @@ class VQVAE(nnx.Module):
         self.input_shape = tuple(int(s) for s in config.input_shape)
         self.latent_dim = int(config.latent_dim)
         self.reconstruction = str(p.reconstruction_loss)
+        # A deterministic posterior: log_prob is the ELBO itself.
+        self.likelihood_estimate = "variational bound"
+        self.likelihood_data = likelihoods.data_description(self.reconstruction)
         self.decoder_std = float(p.decoder_std)
         self.backbone = resolve_backbone(config)
         k = likelihoods.params_per_pixel(self.reconstruction)
