@@ -28,6 +28,10 @@ Capabilities that consumers (the experiment, the sample binary) ask for with
   importance samples (so that IWAE >= ELBO holds for every example).
 * `SuperResolutionModel`: models that upsample a low-resolution input of shape
   `low_res_shape`.
+* `BatchInputs`: models whose `__call__` takes more of the batch than `x` and
+  `label` (reflow's paired noise).
+* `LearnsFromTeacher`: models trained on data that a trained model of another
+  run makes (reflow); the experiment restores the teacher's workdir.
 
 How a model is trained:
 
@@ -49,6 +53,7 @@ from flax import nnx
 
 __all__ = [
     "Autoencoder",
+    "BatchInputs",
     "ConditionalModel",
     "CustomObjective",
     "DescribedLikelihood",
@@ -57,6 +62,7 @@ __all__ = [
     "InputChecks",
     "JointElboModel",
     "LatentModel",
+    "LearnsFromTeacher",
     "LikelihoodModel",
     "ParameterGroup",
     "SamplingOptions",
@@ -190,6 +196,38 @@ class SuperResolutionModel(Protocol):
     """A model that generates a high-resolution image from a low-resolution one."""
 
     low_res_shape: tuple[int, ...]
+
+
+@runtime_checkable
+class BatchInputs(Protocol):
+    """A model whose `__call__` takes batch entries besides `x` and `label`.
+
+    Attributes:
+      batch_inputs: batch keys passed to `__call__` as keywords of the same
+        name whenever the batch has them (e.g. ("noise",)).
+    """
+
+    batch_inputs: tuple[str, ...]
+
+
+@runtime_checkable
+class LearnsFromTeacher(Protocol):
+    """A model trained on data that a trained model of another run (its teacher) makes.
+
+    Reflow (Liu et al. 2023, arXiv:2209.03003) trains on the (noise, sample)
+    pairs of a flow; the experiment restores `teacher_workdir` (config and
+    checkpoint) and caches what `teacher_data` returns in the student's
+    workdir.
+    """
+
+    teacher_workdir: str | None
+
+    def teacher_data(self, teacher: Any, source: dict[str, Any], *, seed: int) -> dict[str, Any]:
+        """The training source (`{"x": [N, ...], ...}` numpy arrays) that `teacher` makes.
+
+        Raises `ValueError` naming the teacher when it cannot teach this model.
+        """
+        ...
 
 
 @runtime_checkable

@@ -37,6 +37,7 @@ class _Uniform256(nnx.Module):
     """Every 8-bit image equally likely: log P(x) = -D log 256."""
 
     likelihood_estimate = "exact"
+    likelihood_data = "8-bit values: the probability mass"
 
     def log_prob(self, x, *, rngs=None):
         return jnp.full(x.shape[:1], -x[0].size * math.log(256.0))

@@ -41,7 +41,7 @@ from flax import nnx
 
 from workshop.core.configuration import (DataConfiguration, EvaluationConfiguration, ModelConfiguration,
                                          TrainingConfiguration)
-from workshop.core.protocols import InputChecks, LikelihoodModel
+from workshop.core.protocols import InputChecks, LearnsFromTeacher, LikelihoodModel
 from workshop.data import sources
 from workshop.data.pipeline import BatchPipeline
 from workshop.eval.likelihood import evaluate_likelihood
@@ -49,6 +49,7 @@ from workshop.models.factories import create_model
 from workshop.train import callbacks as cb
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.periodic_eval import PeriodicEvaluation
+from workshop.train.teacher import teacher_source
 from workshop.train.trainer import Trainer, TrainState
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "load_experiment_config",
     "make_trainer",
     "parse_config",
+    "restore_workdir",
     "train_and_evaluate",
 ]
 
@@ -127,6 +129,30 @@ def load_experiment_config(workdir: str | pathlib.Path) -> ExperimentConfig:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {workdir} a workdir written by //workshop/train:train?")
     return parse_config(json.loads(path.read_text()))
+
+
+def restore_workdir(
+    workdir: str | pathlib.Path, *, step: int | None = None
+) -> tuple[ExperimentConfig, Trainer, TrainState, dict[str, Any]]:
+    """Rebuilds the model of a workdir from its config.json and restores a checkpoint.
+
+    Returns:
+      `(config, trainer, state, checkpoint_record)`.
+    """
+    workdir = pathlib.Path(workdir)
+    cfg = load_experiment_config(workdir)
+    if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):  # creates nothing, unlike orbax
+        raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first (//workshop/train:train "
+                                f"--workdir={workdir}), or pass the workdir of a run that wrote one")
+    # Sampling runs on one device, whatever mesh trained the checkpoint (it restores onto any).
+    cfg = dataclasses.replace(cfg, training=cfg.training.model_copy(update={"parallelism": "none", "num_devices": None}))
+    trainer = make_trainer(create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed)), cfg)
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)
+    try:
+        state, record = checkpointer.restore(trainer.abstract_state(), step=step, model_config=cfg.model.to_dict())
+    finally:
+        checkpointer.close()
+    return cfg, trainer, state, record
 
 
 def data_source(data: DataConfiguration, *, train: bool) -> dict[str, Any]:
@@ -304,6 +330,8 @@ def train_and_evaluate(
     if isinstance(model, InputChecks):  # Token models: every id inside the vocabulary, before any step.
         model.check_inputs(train_source["x"])
         model.check_inputs(test_source["x"])
+    if isinstance(model, LearnsFromTeacher) and model.teacher_workdir:  # reflow: the teacher's pairs
+        train_source = teacher_source(model, workdir, train_source, seed=cfg.training.seed, restore=restore_workdir)
     trainer = make_trainer(build_model if on_mesh else model, cfg)
     data_order = _data_order(cfg, train_source)
     # Created only now: a command that fails before (config, data, model) leaves nothing behind.

@@ -14,15 +14,23 @@ import jax
 from flax import nnx
 
 from workshop.core.device_manager import PrecisionPolicy
-from workshop.core.protocols import (ConditionalModel, CustomObjective, ParameterGroup, TrainingObjective, Update,
-                                     UpdateContext)
+from workshop.core.protocols import (BatchInputs, ConditionalModel, CustomObjective, ParameterGroup,
+                                     TrainingObjective, Update, UpdateContext)
 
-__all__ = ["LossFunctionObjective", "conditioning", "training_objective"]
+__all__ = ["LossFunctionObjective", "call_inputs", "conditioning", "training_objective"]
 
 
-def conditioning(conditional: bool, batch: dict[str, Any]) -> dict[str, Any]:
-    """`{"labels": batch["label"]}` for a conditional model, `{}` otherwise."""
-    return {"labels": batch["label"]} if conditional else {}
+def call_inputs(model: Any) -> tuple[bool, tuple[str, ...]]:
+    """What of a batch `model.__call__` takes besides `x`: (labels?, other keys) from its protocols."""
+    return isinstance(model, ConditionalModel), tuple(model.batch_inputs) if isinstance(model, BatchInputs) else ()
+
+
+def conditioning(inputs: tuple[bool, tuple[str, ...]], batch: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of `model(batch["x"], ...)`: `labels` for a conditional model, the `batch_inputs` present."""
+    conditional, keys = inputs
+    out = {"labels": batch["label"]} if conditional else {}
+    out.update({k: batch[k] for k in keys if k in batch})
+    return out
 
 
 class LossFunctionObjective:
@@ -33,7 +41,7 @@ class LossFunctionObjective:
     `loss_fn` (Micikevicius et al. 2018, arXiv:1710.03740).
 
     Args:
-      conditional: pass `labels=batch["label"]` to the model.
+      inputs: what of the batch the model takes besides `x` (`call_inputs`).
       policy: the precision policy of the train step.
     """
 
@@ -41,15 +49,15 @@ class LossFunctionObjective:
     averaged_statistics = None
     refresh_averaged_statistics = None
 
-    def __init__(self, *, conditional: bool, policy: PrecisionPolicy):
-        self.conditional = conditional
+    def __init__(self, *, inputs: tuple[bool, tuple[str, ...]], policy: PrecisionPolicy):
+        self.inputs = inputs
         self.policy = policy
         self.updates = (Update("loss_fn", "params", self.loss),)
 
     def loss(self, model, batch: dict[str, jax.Array], context: UpdateContext) -> tuple[jax.Array, dict]:
         mixed = self.policy.is_mixed
         x = self.policy.cast_to_compute(batch["x"]) if mixed else batch["x"]
-        outputs = model(x, rngs=nnx.Rngs(context.key), **conditioning(self.conditional, batch))
+        outputs = model(x, rngs=nnx.Rngs(context.key), **conditioning(self.inputs, batch))
         if mixed:
             outputs = jax.tree.map(self.policy.cast_to_output, outputs)
         metrics = model.loss_fn(batch, outputs)
@@ -65,7 +73,7 @@ def training_objective(model: Any, policy: PrecisionPolicy) -> TrainingObjective
     if isinstance(model, CustomObjective):
         objective = model.training_objective()
     else:
-        objective = LossFunctionObjective(conditional=isinstance(model, ConditionalModel), policy=policy)
+        objective = LossFunctionObjective(inputs=call_inputs(model), policy=policy)
     names = [g.name for g in objective.groups]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"a training objective needs parameter groups with distinct names, got {names}")

@@ -1,4 +1,4 @@
-"""Restoring a trained workdir and writing samples (PNG grid + .npy).
+"""Sampling a trained workdir (`restore_workdir`, from the experiment) and writing samples (PNG grid + .npy).
 
 `write_samples` passes sampler options (`sampler`, `steps`, `guidance_scale`
 for diffusion models) through to the model's `generate` when given, checking
@@ -7,7 +7,6 @@ first that the model's `generate` takes them.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import pathlib
 from typing import Any
@@ -18,37 +17,11 @@ import numpy as np
 from flax import nnx
 
 from workshop.core.protocols import SamplingOptions
-from workshop.models.factories import create_model
-from workshop.train.checkpointing import Checkpointer
-from workshop.train.experiment import ExperimentConfig, load_experiment_config, make_trainer
+from workshop.train.experiment import restore_workdir
 from workshop.train.image_grid import save_sample_picture
 from workshop.train.trainer import Trainer, TrainState, cycled_class_labels
 
 __all__ = ["generate_with_options", "restore_workdir", "write_samples"]
-
-
-def restore_workdir(
-    workdir: str | pathlib.Path, *, step: int | None = None
-) -> tuple[ExperimentConfig, Trainer, TrainState, dict[str, Any]]:
-    """Rebuilds the model of a workdir from its config.json and restores a checkpoint.
-
-    Returns:
-      `(config, trainer, state, checkpoint_record)`.
-    """
-    workdir = pathlib.Path(workdir)
-    cfg = load_experiment_config(workdir)
-    if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):  # creates nothing, unlike orbax
-        raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first (//workshop/train:train "
-                                f"--workdir={workdir}), or pass the workdir of a run that wrote one")
-    # Sampling runs on one device, whatever mesh trained the checkpoint (it restores onto any).
-    cfg = dataclasses.replace(cfg, training=cfg.training.model_copy(update={"parallelism": "none", "num_devices": None}))
-    trainer = make_trainer(create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed)), cfg)
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.training.keep_checkpoints)
-    try:
-        state, record = checkpointer.restore(trainer.abstract_state(), step=step, model_config=cfg.model.to_dict())
-    finally:
-        checkpointer.close()
-    return cfg, trainer, state, record
 
 
 def generate_with_options(

@@ -32,7 +32,7 @@ from workshop.data.pipeline import model_input
 from workshop.train.bad_steps import BadStepPolicy, NonFiniteLossError
 from workshop.train.distributed import MeshSharding
 from workshop.train.loss_scaling import DynamicLossScale
-from workshop.train.objective import conditioning, training_objective
+from workshop.train.objective import call_inputs, conditioning, training_objective
 from workshop.train.optimizers import make_optimizer
 from workshop.train.train_step import ParameterGroups, TrainState, TrainStep
 
@@ -113,6 +113,7 @@ class Trainer:
         self.objective = training_objective(model, self.policy)
         self.groups = groups = ParameterGroups(self.objective)
         self.conditional = isinstance(model, ConditionalModel)
+        self._inputs = call_inputs(model)
         self.num_classes = int(model.num_classes) if self.conditional else None
         model.train()
         self.graphdef, params, rest = groups.split(model)
@@ -235,7 +236,7 @@ class Trainer:
     def _eval_step(self, params, rest, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         batch = {**batch, "x": model_input(batch["x"])}
         model = self.groups.merge(self.eval_graphdef, self.groups.unpack(params), rest)
-        outputs = model(batch["x"], rngs=nnx.Rngs(key), **conditioning(self.conditional, batch))
+        outputs = model(batch["x"], rngs=nnx.Rngs(key), **conditioning(self._inputs, batch))
         return model.loss_fn(batch, outputs)
 
     def _generate_impl(self, params, rest, key, labels, *, n_samples: int) -> jax.Array:
@@ -260,7 +261,7 @@ class Trainer:
             labels = cycled_class_labels(n_samples, self.num_classes)
         model = self.model_from_state(state)
         if isinstance(model, SamplingOptions):  # readable errors on Python values, before tracing
-            model.sampling_options(labels=labels, batch=n_samples)
+            model.sampling_options(labels=labels, batch=n_samples, sampler=None, steps=None, guidance_scale=None)
         params, rest = self._sampling_state(state)
         return np.asarray(self._generate(params, rest, jax.random.PRNGKey(seed), labels, n_samples=n_samples))
 

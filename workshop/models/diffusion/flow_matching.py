@@ -17,6 +17,16 @@ t = sigmoid(m + s n) (Esser et al. 2024, "Scaling Rectified Flow
 Transformers", arXiv:2403.03206, SD3), which spends the steps on the middle
 of the path. The backbone sees 1000 t, the range of DDPM timesteps.
 
+Reflow (Liu et al. 2023, "Flow Straight and Fast", arXiv:2209.03003, the
+"2-rectified flow"): with `teacher_workdir` the model trains on (noise,
+sample) pairs of a trained flow-matching teacher, eps and the end x0 of the
+teacher's ODE from it, instead of independently drawn ones. The velocity
+field of such a coupling has straighter paths, so few-step (even one-step)
+Euler sampling comes close to the teacher's many-step ODE solution.
+`teacher_data` makes the pairs (`workshop.train.teacher` restores the
+teacher's workdir and caches them); `__call__` takes each example's `noise`
+from the batch.
+
 Class-conditional models (`num_classes`) drop labels with probability
 `label_dropout` while training and sample with classifier-free guidance
 v = v_u + w (v_c - v_u) (Ho & Salimans 2022, arXiv:2207.12598).
@@ -36,6 +46,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from pydantic import ConfigDict, Field, PositiveInt
 
@@ -71,6 +82,12 @@ class FlowMatchingParameters(BackboneParameters):
         "hutchinson", description="log_prob's divergence: exact (one JVP per dimension) or Hutchinson")
     likelihood_probes: PositiveInt = Field(1, description="Rademacher probes per image (hutchinson)")
     likelihood_solver: Literal["euler", "heun", "dopri5"] = "dopri5"
+    teacher_workdir: str | None = Field(
+        None, description="reflow: train on (noise, sample) pairs of the flow_matching run in this workdir")
+    reflow_pairs: PositiveInt = Field(20000, description="reflow: how many pairs the teacher makes (once, cached)")
+    teacher_sampler: Literal["euler", "heun", "dopri5"] | None = Field(
+        None, description="reflow: the teacher's ODE solver for the pairs (None: its own default)")
+    teacher_steps: PositiveInt | None = Field(None, description="reflow: the teacher's solver steps (None: its own)")
 
 
 def sample_times(key: jax.Array, batch: int, kind: str, mean: float = 0.0, std: float = 1.0) -> jax.Array:
@@ -95,6 +112,7 @@ class FlowMatching(ClassConditioning, nnx.Module):
     """
 
     likelihood_estimate = "exact (ODE)"
+    batch_inputs = ("noise",)  # reflow pairs carry each example's noise
 
     def __init__(self, config: ModelConfiguration, *, rngs: nnx.Rngs):
         p = typed_parameters(config.model_type, config.parameters, FlowMatchingParameters)
@@ -109,6 +127,8 @@ class FlowMatching(ClassConditioning, nnx.Module):
         self.rtol, self.atol, self.max_ode_steps = float(p.rtol), float(p.atol), int(p.max_ode_steps)
         self.likelihood_divergence, self.likelihood_probes = p.likelihood_divergence, int(p.likelihood_probes)
         self.likelihood_solver = p.likelihood_solver
+        self.teacher_workdir, self.reflow_pairs = p.teacher_workdir, int(p.reflow_pairs)
+        self.teacher_sampler, self.teacher_steps = p.teacher_sampler, p.teacher_steps
         self.likelihood_data = ode.dequantized_likelihood_data(p.likelihood_solver, p.likelihood_divergence,
                                                                p.likelihood_probes)
         if p.num_classes is not None:
@@ -128,22 +148,29 @@ class FlowMatching(ClassConditioning, nnx.Module):
         return guided(self._network, x, t, labels, null_label=null, guidance_scale=guidance_scale)
 
     # --------------------------------------------------------- training API
-    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs, labels: jax.Array | None = None) -> dict[str, jax.Array]:
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs, labels: jax.Array | None = None,
+                 noise: jax.Array | None = None) -> dict[str, jax.Array]:
         """One point of each example's path and the network's velocity there.
 
         Args:
           x: `[B, H, W, C]` images in [0, 1].
           rngs: the `sample` stream (or default) draws u, t, eps and the label drops.
           labels: `[B]` integer classes (conditional models only).
+          noise: `[B, H, W, C]`, each example's eps (reflow pairs: `x` is the
+            teacher's sample from it, used as is, not dequantised); None
+            draws eps independently.
 
         Returns:
           `prediction`, `target` (eps - x0) `[B, H, W, C]` and `t` `[B]`.
         """
         batch = x.shape[0]
         labels = self._labels(labels, batch)
-        x0 = ode.dequantize(x, rngs.sample()) if self.dequantize else 2.0 * jnp.asarray(x, jnp.float32) - 1.0
+        if noise is not None or not self.dequantize:
+            x0 = 2.0 * jnp.asarray(x, jnp.float32) - 1.0
+        else:
+            x0 = ode.dequantize(x, rngs.sample())
         t = sample_times(rngs.sample(), batch, self.time_sampling, self.logit_normal_mean, self.logit_normal_std)
-        eps = jax.random.normal(rngs.sample(), x0.shape)
+        eps = jax.random.normal(rngs.sample(), x0.shape) if noise is None else jnp.asarray(noise, jnp.float32)
         tb = t.reshape(-1, 1, 1, 1)
         x_t = (1.0 - tb) * x0 + tb * eps
         if labels is not None:
@@ -176,13 +203,74 @@ class FlowMatching(ClassConditioning, nnx.Module):
         """
         labels, sampler, steps, w = self.sampling_options(labels=labels, batch=n_samples, sampler=sampler,
                                                           steps=steps, guidance_scale=guidance_scale)
-        key = rngs.sample()
-        x1 = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), self.input_shape))(
-            jnp.arange(n_samples))
-        field = lambda t, x: self.velocity(x, t, labels=labels, guidance_scale=w)  # noqa: E731
-        x0, nfe = ode.integrate(field, x1, 1.0, 0.0, solver=sampler, steps=steps, rtol=self.rtol, atol=self.atol,
-                                max_steps=self.max_ode_steps)
+        x0, nfe = self.solve(self.prior_noise(n_samples, rngs.sample()), labels=labels, sampler=sampler,
+                             steps=steps, guidance_scale=w)
         return jnp.clip((x0 + 1.0) / 2.0, 0.0, 1.0), nfe
+
+    def prior_noise(self, n: int, key: jax.Array) -> jax.Array:
+        """eps_i ~ N(0, I) from `fold_in(key, i)`: `[n, H, W, C]` (sample i does not depend on n)."""
+        return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), self.input_shape))(jnp.arange(n))
+
+    def solve(self, x1: jax.Array, *, labels: jax.Array | None, sampler: str, steps: int,
+              guidance_scale: float = 1.0) -> tuple[jax.Array, jax.Array]:
+        """The flow's end at t = 0 from `x1` at t = 1: `([B, H, W, C]` in model space [-1, 1]-ish, nfe)`."""
+        field = lambda t, x: self.velocity(x, t, labels=labels, guidance_scale=guidance_scale)  # noqa: E731
+        return ode.integrate(field, x1, 1.0, 0.0, solver=sampler, steps=steps, rtol=self.rtol, atol=self.atol,
+                             max_steps=self.max_ode_steps)
+
+    # ---------------------------------------------------------------- reflow
+    def teacher_data(self, teacher: nnx.Module, source: dict[str, np.ndarray], *, seed: int,
+                     batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Reflow pairs: `reflow_pairs` noises and the teacher's ODE samples from them (Liu et al. 2023).
+
+        Args:
+          teacher: the trained flow_matching model (evaluation mode, EMA weights).
+          source: the real training data; a conditional model's pairs take
+            its labels in turn.
+          seed: draws the noise.
+          batch_size: pairs per compiled teacher solve.
+
+        Returns:
+          `{"x": [N, H, W, C] float32 (the teacher's samples in image units,
+          not clipped), "noise": [N, H, W, C], "label"?: [N]}`.
+
+        Raises:
+          ValueError: the teacher is not a flow_matching model of this input
+            shape and class count.
+        """
+        if not isinstance(teacher, FlowMatching):
+            raise ValueError(f"teacher_workdir {self.teacher_workdir}: reflow needs a flow_matching teacher, got "
+                             f"{type(teacher).__name__}")
+        if teacher.input_shape != self.input_shape:
+            raise ValueError(f"teacher_workdir {self.teacher_workdir}: the teacher models input_shape "
+                             f"{teacher.input_shape}, this model {self.input_shape}")
+        classes = [getattr(m, "num_classes", None) for m in (teacher, self)]
+        if classes[0] != classes[1]:
+            raise ValueError(f"teacher_workdir {self.teacher_workdir}: the teacher has num_classes {classes[0]}, "
+                             f"this model {classes[1]}")
+        sampler = teacher.sampler if self.teacher_sampler is None else self.teacher_sampler
+        steps = teacher.sampling_steps if self.teacher_steps is None else self.teacher_steps
+        graphdef, state = nnx.split(teacher)
+
+        @jax.jit
+        def pairs(state, key, labels):
+            model = nnx.merge(graphdef, state)
+            noise = model.prior_noise(labels.shape[0], key)
+            x0, _ = model.solve(noise, labels=labels if self.conditional else None, sampler=sampler,
+                                steps=steps, guidance_scale=1.0)
+            return (x0 + 1.0) / 2.0, noise
+
+        n, key = self.reflow_pairs, jax.random.PRNGKey(seed)
+        labels = np.resize(np.asarray(source["label"], np.int32), n) if self.conditional else np.zeros(n, np.int32)
+        xs, noises = [], []
+        for i, start in enumerate(range(0, n, batch_size)):
+            x, noise = pairs(state, jax.random.fold_in(key, i), labels[start:start + batch_size])
+            xs.append(np.asarray(x, np.float32))
+            noises.append(np.asarray(noise, np.float32))
+        out = {"x": np.concatenate(xs), "noise": np.concatenate(noises)}
+        if self.conditional:
+            out["label"] = labels
+        return out
 
     @compiled_sampling
     def generate(self, *, n_samples: int, rngs: nnx.Rngs, labels: jax.Array | None = None,
