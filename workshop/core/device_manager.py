@@ -181,7 +181,7 @@ def apply_compute_dtype(model: nnx.Module, dtype) -> list[str]:
 
     Args:
       model: changed in place.
-      dtype: the compute dtype.
+      dtype (jnp.dtype | str): the compute dtype.
 
     Returns:
       The "/"-joined paths of the layers that were changed.
@@ -250,7 +250,8 @@ def matmul_sites(jaxpr) -> list[MatmulSite]:
     """Every `dot_general` and `conv_general_dilated` of a jaxpr, nested ones included.
 
     Args:
-      jaxpr: a `jax.make_jaxpr(f)(...)` result (closed) or its `.jaxpr`;
+      jaxpr (jax.extend.core.ClosedJaxpr | jax.extend.core.Jaxpr): a
+        `jax.make_jaxpr(f)(...)` result (closed) or its `.jaxpr`;
         sub-jaxprs of `jit`, `scan`, `cond`, `while`, `custom_jvp`/`vjp`
         and `remat` are searched too.
 

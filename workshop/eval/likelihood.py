@@ -114,8 +114,9 @@ def log_likelihood(
       num_samples: importance samples (VAE), timesteps (diffusion), AIS
         chains (EBM), dequantisation draws (flows); None: the model's default.
       seed: the estimator's randomness; the same seed gives the same value.
-      batch_size, binarize: how arrays and datasets are batched ("fixed"
-        binarizes with a fixed seed, as the training runs' test sets).
+      batch_size: examples per batch when arrays or a dataset are given.
+      binarize: how arrays and datasets are binarized ("fixed" binarizes with
+        a fixed seed, as the training runs' test sets).
 
     Returns:
       `{"nll": nats/example, "nll_bits_per_dim", "num_examples",
@@ -229,8 +230,10 @@ def anomaly_scores(
     Args:
       model: a `LikelihoodModel`.
       dataset_or_batches: as for `log_likelihood`.
-      num_samples, seed: as for `evaluate_likelihood`.
-      batch_size, binarize: how arrays and datasets are batched.
+      num_samples: as for `evaluate_likelihood`.
+      seed: as for `evaluate_likelihood`.
+      batch_size: examples per batch when arrays or a dataset are given.
+      binarize: as for `log_likelihood`.
 
     Returns:
       float64 `[N]`.
