@@ -38,7 +38,8 @@ from workshop.core.configuration import ModelConfiguration
 from workshop.core.registry import register_model
 from workshop.models.autoregressive import logistic_mixture, quantization
 from workshop.models.autoregressive.masked_conv import GatedMaskedConv2D, MaskedConv2D
-from workshop.models.autoregressive.sampling import broadcast_prompt, check_sampling_settings, sample_categorical
+from workshop.models.autoregressive.sampling import (broadcast_prompt, check_sampling_settings, sample_categorical,
+                                                     sample_keys, step_keys)
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
 from workshop.models.layers.compiled_sampling import compiled_sampling
 
@@ -233,8 +234,7 @@ class PixelCNN(nnx.Module):
             levels = levels.at[:, :rows.shape[1]].set(
                 quantization.image_to_levels(rows, self.num_levels, model_name="pixelcnn prompt"))
             first = rows.shape[1] * w * c
-        key = rngs.sample()
-        sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
+        keys = sample_keys(rngs.sample(), n_samples)
 
         def draw(key, params):
             if self.output == "softmax":
@@ -244,8 +244,7 @@ class PixelCNN(nnx.Module):
         def step(t, levels):
             i, j, ch = t // (w * c), (t // c) % w, t % c
             params = self.window_params(levels, i, labels)[:, j, ch]  # [B, P]
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(sample_keys)
-            value = jax.vmap(draw)(keys, params)
+            value = jax.vmap(draw)(step_keys(keys, t), params)
             return levels.at[:, i, j, ch].set(value)
 
         levels = jax.lax.fori_loop(first, h * w * c, step, levels)

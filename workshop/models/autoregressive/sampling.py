@@ -10,7 +10,11 @@
 
 All three compose (temperature first, then top-k, then top-p) and work under
 `jax.jit` with static settings. `broadcast_prompt` shapes the prompt (known
-first values) that the models' `generate` continues.
+first values) that the models' `generate` continues, and `prompted_draw` is
+the draw of one generation step: the prompt's value while the step is inside
+it, else a sample. Sample i draws with keys from `fold_in(key, i)`
+(`sample_keys`), so it depends only on the key and i, not on how many
+samples are drawn with it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["broadcast_prompt", "check_sampling_settings", "filter_logits", "prompt_values", "sample_categorical"]
+__all__ = ["broadcast_prompt", "check_sampling_settings", "filter_logits", "prompt_values", "prompted_draw",
+           "sample_categorical", "sample_keys", "step_keys"]
 
 
 def check_sampling_settings(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
@@ -110,3 +115,33 @@ def sample_categorical(
         return jnp.argmax(filter_logits(logits, top_k=top_k, top_p=top_p), axis=-1).astype(jnp.int32)
     logits = filter_logits(logits.astype(jnp.float32) / temperature, top_k=top_k, top_p=top_p)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def sample_keys(key: jax.Array, n_samples: int) -> jax.Array:
+    """`fold_in(key, i)` for each sample i: `[n_samples, 2]`."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
+
+
+def step_keys(keys: jax.Array, t: jax.Array) -> jax.Array:
+    """Each sample's key of generation step `t`: `[B, 2] -> [B, 2]`."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
+
+
+def prompted_draw(key: jax.Array, n_samples: int, prompt: jax.Array, *, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None):
+    """`draw(t, logits [B, V]) -> [B]` int32: step t's prompt values while t < P, else categorical draws.
+
+    Args:
+      key: the sampling key; sample i draws with `fold_in(fold_in(key, i), t)`.
+      n_samples: B.
+      prompt: `[B, P]` known values in generation order (P may be 0).
+      temperature, top_k, top_p: see `sample_categorical`.
+    """
+    keys = sample_keys(key, n_samples)
+
+    def draw(t: jax.Array, logits: jax.Array) -> jax.Array:
+        drawn = jax.vmap(lambda k, l: sample_categorical(k, l, temperature=temperature, top_k=top_k,
+                                                         top_p=top_p))(step_keys(keys, t), logits)
+        return prompt_values(prompt, t, drawn)
+
+    return draw

@@ -42,8 +42,7 @@ from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model
 from workshop.models.autoregressive import quantization
 from workshop.models.autoregressive.attention import CausalSelfAttention, KVCache, check_decode_position
-from workshop.models.autoregressive.sampling import (broadcast_prompt, check_sampling_settings, prompt_values,
-                                                     sample_categorical)
+from workshop.models.autoregressive.sampling import broadcast_prompt, check_sampling_settings, prompted_draw
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
 from workshop.models.layers.compiled_sampling import compiled_sampling
 
@@ -357,14 +356,7 @@ class Transformer(nnx.Module):
         check_sampling_settings(temperature, top_k, top_p, self.vocab_size)
         labels = self._labels(labels, n_samples)
         length, prompt = self._prompt_tokens(prompt, n_samples, length)
-        key = rngs.sample()
-        sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
-
-        def draw(t, logits):
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(sample_keys)
-            drawn = jax.vmap(lambda k, l: sample_categorical(k, l, temperature=temperature, top_k=top_k,
-                                                             top_p=top_p))(keys, logits)
-            return prompt_values(prompt, t, drawn)
+        draw = prompted_draw(rngs.sample(), n_samples, prompt, temperature=temperature, top_k=top_k, top_p=top_p)
 
         start = self._start(labels, n_samples)[:, None, :]
         if use_cache:

@@ -37,8 +37,7 @@ from workshop.core.device_manager import get_precision_policy
 from workshop.core.registry import register_model
 from workshop.models.autoregressive import quantization
 from workshop.models.autoregressive.masked_conv import gate
-from workshop.models.autoregressive.sampling import (broadcast_prompt, check_sampling_settings, prompt_values,
-                                                     sample_categorical)
+from workshop.models.autoregressive.sampling import broadcast_prompt, check_sampling_settings, prompted_draw
 from workshop.models.layers.embedding import LabelEmbedding, class_labels
 from workshop.models.layers.compiled_sampling import compiled_sampling
 
@@ -246,14 +245,7 @@ class WaveNet(nnx.Module):
         conds = self._conditions(labels)
         length = self.input_shape[0]
         prompt = self._prompt_codes(prompt, n_samples)
-        key = rngs.sample()
-        sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_samples))
-
-        def draw(t, logits):
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(sample_keys)
-            drawn = jax.vmap(lambda k, l: sample_categorical(k, l, temperature=temperature, top_k=top_k,
-                                                             top_p=top_p))(keys, logits)
-            return prompt_values(prompt, t, drawn)
+        draw = prompted_draw(rngs.sample(), n_samples, prompt, temperature=temperature, top_k=top_k, top_p=top_p)
 
         dtype = self.embed.dtype or jnp.float32
         if fast:
