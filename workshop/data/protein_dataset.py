@@ -1,4 +1,4 @@
-"""Protein backbones read from PDB and mmCIF files with gemmi, plus backbone geometry scoring.
+"""Protein backbones read from PDB and mmCIF files with gemmi, their geometry, CA traces and a PDB writer.
 
 Formats: the wwPDB "Protein Data Bank Contents Guide" v3.3 (fixed-column
 `ATOM`/`HETATM` records) and PDBx/mmCIF (`_atom_site` loop), either gzipped,
@@ -20,15 +20,15 @@ and no deposited structure comes near it). Anything else raises
 Ideal geometry (`IDEAL_BACKBONE`): Engh & Huber (1991), "Accurate bond and
 angle parameters for X-ray protein structure refinement", Acta Cryst. A47:392;
 CA-CA 3.80 A for trans peptides (cis peptides, `cis_peptides`, hold about 2.9 A). `backbone_geometry` measures a backbone's
-bonds, angles and consecutive CA-CA distances and `score_backbone` compares
-them with the ideal values: the score of a generated backbone.
+bonds, angles and consecutive CA-CA distances (the dataset's constraint
+features); `workshop.eval.protein_geometry` scores backbones and CA traces
+against them.
 
 CA traces (the input of CA-only generative models): `ca_windows` cuts chains
 into fixed-length windows of consecutive residues with every CA present and
 no chain break, `principal_axes_frame` and `first_residues_frame` put each
-window in a canonical pose, and `score_ca_trace` scores a batch of traces: consecutive CA-CA
-distances against 3.80 A, CA-CA-CA virtual bond angles against the range
-real proteins occupy, and clashes between non-neighbouring CAs.
+window in a canonical pose, and `write_ca_traces` writes traces as PDB
+models (to view samples in PyMOL).
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ from workshop.data.idx import DatasetFormatError
 __all__ = [
     "AMINO_ACIDS",
     "BACKBONE_ATOMS",
-    "CA_ANGLE_RANGE",
-    "CA_CLASH_DISTANCE",
     "IDEAL_BACKBONE",
     "MAX_COORDINATE",
     "PROTEIN_EXTENSIONS",
     "ProteinDataset",
+    "angles",
     "backbone_geometry",
     "cis_peptides",
+    "distances",
     "FIRST_RESIDUES_ZEROS",
     "ca_windows",
     "drop_fixed_coordinates",
@@ -63,8 +63,6 @@ __all__ = [
     "principal_axes_frame",
     "read_backbone_chains",
     "restore_fixed_coordinates",
-    "score_backbone",
-    "score_ca_trace",
     "write_ca_traces",
 ]
 
@@ -91,11 +89,13 @@ MAX_COORDINATE = 1e4  # Angstrom; see the module docstring.
 _MAX_STRUCTURE_BYTES = 2**31
 
 
-def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a - b| over the last axis (Angstrom): `[..., 3], [..., 3] -> [...]`."""
     return np.linalg.norm(a - b, axis=-1)
 
 
-def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+def angles(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The angle a-b-c in degrees: `[..., 3] x 3 -> [...]`."""
     u, v = a - b, c - b
     cosine = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-8)
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
@@ -146,58 +146,22 @@ def backbone_geometry(coords: np.ndarray, atom_mask: np.ndarray | None = None) -
     mask = np.ones(coords.shape[:2], bool) if atom_mask is None else np.asarray(atom_mask, bool)
     n, ca, c, o = (coords[:, i] for i in range(4))
     mn, mca, mc, mo = (mask[:, i] for i in range(4))
-    peptide = _distance(c[:-1], n[1:])
+    peptide = distances(c[:-1], n[1:])
     linked = mc[:-1] & mn[1:] & (peptide < _PEPTIDE_BOND_MAX)
     return {
-        "N-CA": (_distance(n, ca), mn & mca),
-        "CA-C": (_distance(ca, c), mca & mc),
-        "C-O": (_distance(c, o), mc & mo),
+        "N-CA": (distances(n, ca), mn & mca),
+        "CA-C": (distances(ca, c), mca & mc),
+        "C-O": (distances(c, o), mc & mo),
         "C-N": (peptide, linked),
-        "N-CA-C": (_angle(n, ca, c), mn & mca & mc),
-        "CA-C-N": (_angle(ca[:-1], c[:-1], n[1:]), linked & mca[:-1]),
-        "C-N-CA": (_angle(c[:-1], n[1:], ca[1:]), linked & mca[1:]),
-        "CA-C-O": (_angle(ca, c, o), mca & mc & mo),
-        "CA-CA": (_distance(ca[:-1], ca[1:]), linked & mca[:-1] & mca[1:]),
+        "N-CA-C": (angles(n, ca, c), mn & mca & mc),
+        "CA-C-N": (angles(ca[:-1], c[:-1], n[1:]), linked & mca[:-1]),
+        "C-N-CA": (angles(c[:-1], n[1:], ca[1:]), linked & mca[1:]),
+        "CA-C-O": (angles(ca, c, o), mca & mc & mo),
+        "CA-CA": (distances(ca[:-1], ca[1:]), linked & mca[:-1] & mca[1:]),
     }
 
 
-def score_backbone(coords: np.ndarray, atom_mask: np.ndarray | None = None, tolerance: float = 3.0) -> dict[str, float]:
-    """Scores a (generated) backbone against ideal geometry.
-
-    Args:
-      coords: float `[L, 4, 3]` (N, CA, C, O), e.g. a model's sample.
-      atom_mask: bool `[L, 4]` (default all present).
-      tolerance: a term is violated beyond this many standard deviations.
-
-    Returns:
-      `"<term>_rmsd"`: root mean square deviation from the ideal value per term;
-      `"mean_z2"`: mean squared z-score over all measured terms (0 is ideal,
-      about 1 for good crystal structures); `"violation_fraction"`: share of
-      terms beyond `tolerance`; `"ca_ca_rmsd"` is the consecutive CA-CA term.
-    """
-    scores, z_all = {}, []
-    for term, (values, mask) in backbone_geometry(coords, atom_mask).items():
-        ideal, sigma = IDEAL_BACKBONE[term]
-        deviation = values[mask] - ideal
-        scores[f"{term.lower()}_rmsd"] = float(np.sqrt(np.mean(deviation**2))) if deviation.size else float("nan")
-        z_all.append(deviation / sigma)
-    z = np.concatenate(z_all)
-    scores["mean_z2"] = float(np.mean(z**2)) if z.size else float("nan")
-    scores["violation_fraction"] = float(np.mean(np.abs(z) > tolerance)) if z.size else float("nan")
-    return scores
-
-
 _CA_CA_BREAK = 4.2  # Consecutive CAs farther apart are a chain break (trans peptides 3.80 A, cis 2.9 A).
-# CA-CA-CA virtual bond angles of real chains lie in about [80, 150] degrees
-# (helices near 91, strands near 120); 99.5% of the 1300 angles of the pymol-data
-# structures fall inside.
-CA_ANGLE_RANGE = (80.0, 150.0)
-# Non-neighbouring CAs (|i - j| >= 3) closer than this clash: as close as bonded
-# neighbours. In the pymol-data structures none comes closer than 4.0 A.
-CA_CLASH_DISTANCE = 3.8
-_CLASH_SEPARATION = 3
-
-
 def ca_windows(examples: list[dict], length: int, stride: int) -> dict[str, np.ndarray]:
     """Cuts chains into windows of `length` consecutive residues, every CA present, no break.
 
@@ -222,7 +186,7 @@ def ca_windows(examples: list[dict], length: int, stride: int) -> dict[str, np.n
     ca_out, aatype_out, chain_out, start_out = [], [], [], []
     for index, example in enumerate(examples):
         ca, present = example["coords"][:, 1], example["atom_mask"][:, 1]
-        linked = present[:-1] & present[1:] & (_distance(ca[:-1], ca[1:]) <= _CA_CA_BREAK)
+        linked = present[:-1] & present[1:] & (distances(ca[:-1], ca[1:]) <= _CA_CA_BREAK)
         # Run boundaries: a residue without CA ends a run and starts none; a break ends one.
         run_start = None
         for i in range(len(ca) + 1):
@@ -358,42 +322,6 @@ def write_ca_traces(path: str | os.PathLike, traces: np.ndarray, *, chain: str =
     path = pathlib.Path(path)
     path.write_text("\n".join(lines + ["END"]) + "\n")
     return path
-
-
-def score_ca_trace(ca: np.ndarray) -> dict[str, float]:
-    """Scores CA traces (e.g. a model's samples) against the geometry of real chains.
-
-    Args:
-      ca: float `[N, L, 3]` in Angstrom, N traces of L consecutive residues.
-
-    Returns:
-      `"ca_ca_rmsd"`: root mean square deviation of the N (L - 1) consecutive
-      CA-CA distances from 3.80 A; `"ca_ca_violation_fraction"`: their share
-      beyond 3 standard deviations (0.15 A) of it; `"ca_angle_outside_fraction"`:
-      share of CA-CA-CA angles outside `CA_ANGLE_RANGE`; `"clash_fraction"`:
-      share of non-neighbouring pairs (|i - j| >= 3) closer than
-      `CA_CLASH_DISTANCE`; `"traces_with_clash"`: share of traces with one;
-      `"radius_of_gyration"`: mean over traces, A; `"ca_ca_mean"`, `"ca_angle_mean"`.
-    """
-    ca = np.asarray(ca, np.float64)
-    if ca.ndim != 3 or ca.shape[-1] != 3 or ca.shape[1] < 3:
-        raise ValueError(f"score_ca_trace: expected CA traces [N, L, 3] with L >= 3, got shape {ca.shape}")
-    ideal, sigma = IDEAL_BACKBONE["CA-CA"]
-    bonds = _distance(ca[:, :-1], ca[:, 1:])
-    angles = _angle(ca[:, :-2], ca[:, 1:-1], ca[:, 2:])
-    i, j = np.triu_indices(ca.shape[1], _CLASH_SEPARATION)
-    clashes = _distance(ca[:, i], ca[:, j]) < CA_CLASH_DISTANCE
-    centred = ca - ca.mean(1, keepdims=True)
-    return {
-        "ca_ca_rmsd": float(np.sqrt(np.mean((bonds - ideal) ** 2))),
-        "ca_ca_violation_fraction": float(np.mean(np.abs(bonds - ideal) > 3 * sigma)),
-        "ca_ca_mean": float(bonds.mean()),
-        "ca_angle_outside_fraction": float(np.mean((angles < CA_ANGLE_RANGE[0]) | (angles > CA_ANGLE_RANGE[1]))),
-        "ca_angle_mean": float(angles.mean()),
-        "clash_fraction": float(clashes.mean()) if clashes.size else 0.0,
-        "traces_with_clash": float(clashes.any(1).mean()) if clashes.size else 0.0,
-        "radius_of_gyration": float(np.sqrt((centred**2).sum(-1).mean(1)).mean()),
-    }
 
 
 def _aatype(name: str) -> int:

@@ -8,6 +8,7 @@ from absl.testing import absltest
 
 from workshop.core.configuration import DataConfiguration
 from workshop.data import protein_dataset, sources
+from workshop.eval import protein_geometry
 from workshop.data.pipeline import BatchPipeline
 from workshop.data.protein_fixtures import ideal_backbone, write_ca_trace_pdb
 
@@ -47,7 +48,7 @@ class ProteinWindowsTest(absltest.TestCase):
             [protein_dataset.ProteinDataset(os.path.join(self.root, f"chain{i}.pdb"))[0] for i in (0, 1)], 6, 2)
         np.testing.assert_allclose(traces, protein_dataset.principal_axes_frame(windows["ca"]), atol=1e-3)
         # The pose keeps the geometry: consecutive CAs of the ideal helix stay 3.80 A apart.
-        self.assertLess(protein_dataset.score_ca_trace(traces)["ca_ca_rmsd"], 0.02)
+        self.assertLess(protein_geometry.score_ca_trace(traces)["ca_ca_rmsd"], 0.02)
         batch = next(iter(BatchPipeline(train, batch_size=4, prefetch=0)))
         self.assertEqual(batch["x"].shape, (4, 18))
         self.assertEqual(batch["aatype"].dtype, np.int32)
@@ -125,7 +126,7 @@ class RealPymolWindowsTest(absltest.TestCase):
         self.assertEqual(test["x"].shape, (2 * (99 - 15), 48))
         clean = sources.load_split(data.model_copy(update={"coordinate_noise": 0.0}), train=True)
         for split in (clean, test):
-            scores = protein_dataset.score_ca_trace(split["x"].reshape(-1, 16, 3) * data.coordinate_scale)
+            scores = protein_geometry.score_ca_trace(split["x"].reshape(-1, 16, 3) * data.coordinate_scale)
             self.assertLess(scores["ca_ca_rmsd"], 0.15)  # Real chains: 3.80 A apart (a few cis peptides).
             self.assertEqual(scores["traces_with_clash"], 0.0)
 

@@ -3,7 +3,7 @@
 A model trained on dataset "protein" with `window_stride` (e.g.
 `workshop/train/configs/protein_backbone.py`) generates CA traces of
 `sequence_length` residues. `compare_traces` scores them with
-`workshop.data.protein_dataset.score_ca_trace` (consecutive CA-CA distances
+`workshop.eval.protein_geometry.score_ca_trace` (consecutive CA-CA distances
 against 3.80 A, CA-CA-CA angles, clashes) next to the same scores of
 
 * `"held_out"`: the real windows of the held-out chains (what good looks like);
@@ -36,7 +36,8 @@ import numpy as np
 
 from workshop.core.configuration import DataConfiguration
 from workshop.data import sources
-from workshop.data.protein_dataset import restore_fixed_coordinates, score_ca_trace, write_ca_traces
+from workshop.data.protein_dataset import restore_fixed_coordinates, write_ca_traces
+from workshop.eval.protein_geometry import score_ca_trace
 
 __all__ = ["compare_traces", "gaussian_baselines", "nearest_rmsd", "to_traces"]
 

@@ -23,7 +23,7 @@ layers (256-256) with the order reversed between them.
     tools/bazel run //workshop/train:sample -- --workdir=runs/protein_backbone --num_samples=1000
     python -m workshop.eval.protein_backbone --workdir=runs/protein_backbone
 
-The last command scores the samples (`workshop.data.protein_dataset.score_ca_trace`:
+The last command scores the samples (`workshop.eval.protein_geometry.score_ca_trace`:
 consecutive CA-CA distances against 3.80 A, CA-CA-CA angles outside
 [80, 150] degrees, non-neighbouring CAs closer than 3.8 A) next to the
 held-out windows and two Gaussian baselines fitted to the training windows.
