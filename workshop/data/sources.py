@@ -26,8 +26,9 @@ A corpus is read once per process for both splits (`_read_once`).
 
 Text datasets keep their BPE tokenizer in `tokenizer_file(data)` (trained on
 the corpus the first time, then reused), so a sampler can turn generated ids
-back into text: `write_decoded_samples` writes `samples.txt` for text models
-and one WAV file per sample for audio models.
+back into text (`run_tokenizer`; the sample binary's writers,
+`workshop.train.sample_writers`, write `samples.txt` for text models and one
+WAV file per sample for audio models).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import functools
 import hashlib
 import logging
 import math
-import os
 import pathlib
 from typing import Any
 
@@ -45,8 +45,8 @@ import numpy as np
 from workshop.core import paths
 from workshop.core.configuration import DataConfiguration
 
-__all__ = ["TOKENIZER_CACHE_ENV", "encode_text_prompt", "held_out_count", "load_split", "tokenizer_file",
-           "write_decoded_samples"]
+__all__ = ["AUDIO_DATASETS", "TEXT_DATASETS", "TOKENIZER_CACHE_ENV", "encode_text_prompt", "held_out_count",
+           "load_split", "run_tokenizer", "tokenizer_file"]
 
 _log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def _text_rows(data: DataConfiguration) -> tuple[np.ndarray, int]:
 
 
 TOKENIZER_CACHE_ENV = paths.CACHE_DIR_ENV
-_TEXT_DATASETS = ("text", "wikipedia")
+TEXT_DATASETS = ("text", "wikipedia")
+AUDIO_DATASETS = ("librispeech", "audio_folder")
 
 
 def tokenizer_file(data: DataConfiguration) -> pathlib.Path:
@@ -139,8 +140,8 @@ def tokenizer_file(data: DataConfiguration) -> pathlib.Path:
       ValueError: `data.dataset` is not a text dataset.
       FileNotFoundError: `data.data_dir` does not exist.
     """
-    if data.dataset not in _TEXT_DATASETS:
-        raise ValueError(f"data.dataset {data.dataset!r} has no tokenizer; text datasets: {', '.join(_TEXT_DATASETS)}")
+    if data.dataset not in TEXT_DATASETS:
+        raise ValueError(f"data.dataset {data.dataset!r} has no tokenizer; text datasets: {', '.join(TEXT_DATASETS)}")
     if data.tokenizer_path is not None:
         return pathlib.Path(data.tokenizer_path).expanduser()
     root = pathlib.Path(data.data_dir).expanduser().absolute()
@@ -154,7 +155,12 @@ def tokenizer_file(data: DataConfiguration) -> pathlib.Path:
     return cache / "tokenizers" / f"{data.dataset}-bpe{data.vocab_size}-{digest.hexdigest()[:16]}.json"
 
 
-def _load_run_tokenizer(data: DataConfiguration):
+def run_tokenizer(data: DataConfiguration):
+    """The BPE tokenizer a text run was trained with (`tokenizer_file`).
+
+    Raises:
+      FileNotFoundError: the tokenizer file is missing.
+    """
     from workshop.data import bpe  # pylint: disable=g-import-not-at-top
 
     path = tokenizer_file(data)
@@ -168,65 +174,20 @@ def encode_text_prompt(data: DataConfiguration, text: str) -> np.ndarray:
     """A text prompt as the token ids a text model was trained on: int32 `[P]`.
 
     Encoded with the run's BPE tokenizer (`tokenizer_file`), without special
-    tokens, as the training corpus was; `write_decoded_samples` decodes the
+    tokens, as the training corpus was; the sample binary decodes the
     continuation with the same tokenizer.
 
     Raises:
       ValueError: `data.dataset` is not a text dataset, or the text encodes to no tokens.
       FileNotFoundError: the tokenizer file is missing.
     """
-    if data.dataset not in _TEXT_DATASETS:
-        raise ValueError(f"a text prompt needs a model of text (data.dataset one of {', '.join(_TEXT_DATASETS)}); "
+    if data.dataset not in TEXT_DATASETS:
+        raise ValueError(f"a text prompt needs a model of text (data.dataset one of {', '.join(TEXT_DATASETS)}); "
                          f"this run's dataset is {data.dataset!r}")
-    ids = _load_run_tokenizer(data).encode(text, add_special_tokens=False).ids
+    ids = run_tokenizer(data).encode(text, add_special_tokens=False).ids
     if not ids:
         raise ValueError(f"the prompt {text!r} encodes to no tokens")
     return np.asarray(ids, np.int32)
-
-
-def write_decoded_samples(data: DataConfiguration, samples: np.ndarray, output_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
-    """Writes samples of a text or audio model in their own medium; other datasets write nothing.
-
-    Args:
-      data: the data configuration the model was trained on.
-      samples: text: int token ids `[N, T]`; audio: int mu-law codes `[N, T]`
-        (`quantization_channels` levels) or float waveforms in [-1, 1].
-      output_dir: an existing folder.
-
-    Returns:
-      `{"txt": <output_dir>/samples.txt}` (each sample under a `=== sample i ===`
-      line, document separators shown as `<|endoftext|>`), or
-      `{"wav_0": <output_dir>/sample_000.wav, ...}` (16-bit PCM at
-      `data.sample_rate`), or `{}`.
-
-    Raises:
-      FileNotFoundError: a text dataset whose tokenizer file is missing.
-    """
-    output_dir = pathlib.Path(output_dir)
-    samples = np.asarray(samples)
-    if data.dataset in _TEXT_DATASETS:
-        tokenizer = _load_run_tokenizer(data)
-        texts = tokenizer.decode_batch([[int(i) for i in row] for row in samples.reshape(len(samples), -1)],
-                                       skip_special_tokens=False)
-        target = output_dir / "samples.txt"
-        target.write_text("".join(f"=== sample {i} ===\n{text}\n\n" for i, text in enumerate(texts)), encoding="utf-8")
-        return {"txt": target}
-    if data.dataset in ("librispeech", "audio_folder"):
-        import soundfile  # pylint: disable=g-import-not-at-top
-
-        from workshop.data.datasets.audio import mu_law_decode  # pylint: disable=g-import-not-at-top
-
-        if np.issubdtype(samples.dtype, np.integer):
-            if not data.quantization_channels:
-                raise ValueError("integer audio samples need data.quantization_channels (their mu-law levels)")
-            samples = mu_law_decode(samples, data.quantization_channels)
-        waves = np.clip(samples.reshape(len(samples), -1).astype(np.float32), -1.0, 1.0)
-        paths = {}
-        for i, wave in enumerate(waves):
-            paths[f"wav_{i}"] = output_dir / f"sample_{i:03d}.wav"
-            soundfile.write(paths[f"wav_{i}"], wave, data.sample_rate, subtype="PCM_16")
-        return paths
-    return {}
 
 
 def _text(data: DataConfiguration, train: bool) -> dict[str, np.ndarray]:

@@ -135,28 +135,17 @@ class LoadSplitTest(absltest.TestCase):
         waveform = sources.load_split(data.model_copy(update={"quantization_channels": None}), train=True)
         self.assertEqual(waveform["x"].dtype, np.float32)
 
-    def test_text_tokenizer_is_cached_by_corpus_and_decodes_samples(self):
+    def test_text_tokenizer_is_cached_by_corpus_and_encodes_prompts(self):
         root = self.create_tempdir().full_path
         docs = [f"Section {i}: the quick brown fox jumps over {i} lazy dogs. " * 8 for i in range(6)]
         for i, doc in enumerate(docs):
             with open(os.path.join(root, f"doc{i}.txt"), "w") as f:
                 f.write(doc)
         data = DataConfiguration(dataset="text", data_dir=root, sequence_length=12, vocab_size=300)
-        train = sources.load_split(data, train=True)
+        sources.load_split(data, train=True)
         path = sources.tokenizer_file(data)
         self.assertTrue(path.is_file())
         self.assertEqual(path.parent, pathlib.Path(os.environ[sources.TOKENIZER_CACHE_ENV]) / "tokenizers")
-        out = self.create_tempdir().full_path
-        paths = sources.write_decoded_samples(data, train["x"][:3], out)
-        text = paths["txt"].read_text()
-        corpus = "".join(doc + "<|endoftext|>" for doc in docs)
-        chunks = text.split("=== sample ")[1:]
-        self.assertLen(chunks, 3)
-        for i, chunk in enumerate(chunks):
-            decoded = chunk.split("\n", 1)[1][:-2]  # after "i ===", before the blank line
-            self.assertTrue(chunk.startswith(f"{i} ===\n"))
-            self.assertIn(decoded, corpus)  # packed rows are consecutive corpus text
-            self.assertGreater(len(decoded), 12)
         # An edited corpus gets another tokenizer; an explicit path wins.
         with open(os.path.join(root, "doc0.txt"), "a") as f:
             f.write("more")
@@ -166,31 +155,16 @@ class LoadSplitTest(absltest.TestCase):
         with self.assertRaisesRegex(ValueError, r"has 300 entries, more than data.vocab_size=280"):
             sources.load_split(explicit.model_copy(update={"vocab_size": 280}), train=True)
         with self.assertRaisesRegex(FileNotFoundError, "tokenizer .* not found"):
-            sources.write_decoded_samples(explicit.model_copy(update={"tokenizer_path": path.with_name("x.json")}),
-                                          train["x"][:1], out)
+            sources.run_tokenizer(explicit.model_copy(update={"tokenizer_path": str(path.with_name("x.json"))}))
         # A prompt is encoded with the same tokenizer: its ids decode back to the text.
         prompt = sources.encode_text_prompt(explicit, "the quick brown fox")
         self.assertEqual(prompt.dtype, np.int32)
         self.assertGreater(len(prompt), 0)
-        decoded = sources.write_decoded_samples(explicit, prompt[None], out)["txt"].read_text()
-        self.assertEqual(decoded, "=== sample 0 ===\nthe quick brown fox\n\n")
+        self.assertEqual(sources.run_tokenizer(explicit).decode(prompt.tolist()), "the quick brown fox")
         with self.assertRaisesRegex(ValueError, "encodes to no tokens"):
             sources.encode_text_prompt(explicit, "")
         with self.assertRaisesRegex(ValueError, "a text prompt needs a model of text"):
             sources.encode_text_prompt(DataConfiguration(dataset="fashion_mnist"), "hello")
-
-    def test_audio_samples_are_written_as_wav(self):
-        data = DataConfiguration(dataset="audio_folder", data_dir="/unused", sequence_length=64, sample_rate=8000)
-        codes = np.random.default_rng(0).integers(0, 256, (2, 64)).astype(np.int32)
-        out = self.create_tempdir().full_path
-        paths = sources.write_decoded_samples(data, codes, out)
-        self.assertEqual(sorted(paths), ["wav_0", "wav_1"])
-        wave, rate = soundfile.read(paths["wav_1"], dtype="float32")
-        self.assertEqual(rate, 8000)
-        mu = 255.0
-        expected = np.sign(2 * codes[1] / mu - 1) * np.expm1(np.abs(2 * codes[1] / mu - 1) * np.log1p(mu)) / mu
-        np.testing.assert_allclose(wave, expected, atol=1.0 / 32767)
-        self.assertEqual(sources.write_decoded_samples(DataConfiguration(), np.zeros((1, 28, 28, 1)), out), {})
 
     def test_protein_gives_ca_coordinates_with_a_mask(self):
         root = self.create_tempdir().full_path

@@ -14,7 +14,7 @@ models of text (encoded with the run's tokenizer), or `--prompt_file=start.npy`
 rows `[R, W, C]` or `[num_samples, R, W, C]` in [0, 1]). `--quality` scores image samples of Fashion-MNIST
 models (FID, KID, PRDC; `quality.json`). Models of text also write the decoded text to
 `samples.txt`, models of audio one WAV file per sample (`sample_000.wav`, ...;
-see `workshop.data.sources.write_decoded_samples`).
+see `workshop.train.sample_writers`).
 """
 
 import json
@@ -26,12 +26,13 @@ import numpy as np
 from absl import app, flags
 
 from workshop.core.protocols import SuperResolutionModel
-from workshop.data.sources import encode_text_prompt, write_decoded_samples
+from workshop.data.sources import encode_text_prompt
 from workshop.eval.quality import sample_quality
 from workshop.models.diffusion import average_pool
 from workshop.train import cli, experiment
 from workshop.train.cli import quiet_library_logs, user_path
 from workshop.train.image_grid import save_labelled_panels
+from workshop.train.sample_writers import write_decoded_samples
 from workshop.train.sampling import restore_workdir, write_samples
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/vae", "A workdir written by //workshop/train:train.")
