@@ -62,7 +62,8 @@ _MODE = flags.DEFINE_enum("mode", "speed", ["speed", "quality"], "speed: steps/s
                           "quality: train --quality_steps steps, then bits/dim and FID/KID/PRDC.")
 _EXTRAS = flags.DEFINE_bool("extras", True, "Also run the family benchmarks (DDIM loop overhead, loaders, "
                             "autoregressive decoding) when several configs are benchmarked.")
-_DDIM_STEPS = flags.DEFINE_integer("ddim_steps", 50, "Sampler steps of the diffusion loop-overhead extra.")
+_SAMPLING_STEPS = flags.DEFINE_integer("sampling_steps", 50, "Sampler steps of the diffusion loop-overhead extra "
+                                       "(DDIM for DDPM, the model's own sampler for flow matching and EDM).")
 _QUALITY_STEPS = flags.DEFINE_integer("quality_steps", 300, "Train steps per config in quality mode.", lower_bound=1)
 _QUALITY_SAMPLES = flags.DEFINE_integer("quality_samples", 2000, "Samples scored per config in quality mode.")
 _WORKDIR = flags.DEFINE_string("workdir", os.path.join(tempfile.gettempdir(), "workshop_benchmark_quality"),
@@ -254,12 +255,12 @@ def _family_of(model: str) -> str:
 
 
 def diffusion_extras(model: str, *, batch_size: int, steps: int) -> dict:
-    """DDIM loop overhead of a diffusion config (tools/benchmark/diffusion_sampling.py)."""
+    """Sampling-loop overhead of a diffusion config against NFE forwards (tools/benchmark/diffusion_sampling.py)."""
     from tools.benchmark import diffusion_sampling
 
     r = diffusion_sampling.measure_config(model, batch_size=batch_size, steps=steps, repeats=1)
-    return {"ddim_steps": steps, "ddim_batch_size": batch_size, "ddim_seconds": r["sampling_seconds"],
-            "ddim_vs_forwards": r["ratio"]}
+    return {"loop_sampler": r["sampler"], "loop_steps": steps, "loop_nfe": r["nfe"], "loop_batch_size": batch_size,
+            "loop_seconds": r["sampling_seconds"], "loop_vs_forwards": r["ratio"]}
 
 
 def _module_json(module: str, args: list[str]) -> dict:
@@ -295,9 +296,9 @@ def format_markdown(results: list[dict]) -> str:
             lines.append(f"| `{r['model']}` | {r.get('family', '?')} | error: {r['error']} |" + " |" * 11)
             continue
         extra = ""
-        if "ddim_vs_forwards" in r:
-            extra = (f"DDIM-{r['ddim_steps']} at batch {r['ddim_batch_size']}: {r['ddim_seconds']:.2f} s, "
-                     f"{r['ddim_vs_forwards']:.3f} x {r['ddim_steps']} forwards")
+        if "loop_vs_forwards" in r:
+            extra = (f"{r['loop_sampler']}-{r['loop_steps']} at batch {r['loop_batch_size']}: {r['loop_seconds']:.2f} "
+                     f"s, {r['loop_vs_forwards']:.3f} x {r['loop_nfe']} forwards")
         lines.append(
             f"| `{r['model']}` | {r.get('family', '')} | {r['batch_size']} | {r['compile_seconds']:.2f} s "
             f"| {r['trainer_steps_per_second']:.1f} | {r['trainer_examples_per_second']:,.0f} "
@@ -331,9 +332,9 @@ def run_speed(models: list[str]) -> dict:
         result["family"] = _family_of(model)
         if _EXTRAS.value and len(models) > 1 and result["family"] == "diffusion" and "error" not in result:
             try:
-                result.update(diffusion_extras(model, batch_size=min(64, result["batch_size"]), steps=_DDIM_STEPS.value))
+                result.update(diffusion_extras(model, batch_size=min(64, result["batch_size"]), steps=_SAMPLING_STEPS.value))
             except Exception as err:  # noqa: BLE001 - one failed extra must not lose the table
-                result["ddim_error"] = f"{type(err).__name__}: {err}"
+                result["loop_error"] = f"{type(err).__name__}: {err}"
         results.append(result)
     report = {"machine": machine, "mode": "speed", "results": results}
     if _EXTRAS.value and len(models) > 1:

@@ -20,7 +20,8 @@ class BenchmarkTest(absltest.TestCase):
                    trainer_examples_per_second=32000.0, bare_jit_steps_per_second=260.0, trainer_vs_bare_jit=0.96,
                    flops_per_step=0.768e9, achieved_gflops=192.0, share_of_matmul_peak=0.425,
                    matmul_peak_gflops=451.0, samples_per_second=220000.0, peak_memory_mib=706.0,
-                   ddim_steps=50, ddim_batch_size=64, ddim_seconds=2.5, ddim_vs_forwards=1.02)
+                   loop_sampler="ddim", loop_steps=50, loop_nfe=50, loop_batch_size=64, loop_seconds=2.5,
+                   loop_vs_forwards=1.02)
         table = benchmark.format_markdown([row, {"model": "glow", "family": "flow", "error": "boom"}]).splitlines()
         self.assertLen(table, 4)
         self.assertEqual(table[0].count("|"), table[2].count("|"))

@@ -6,7 +6,9 @@ from flax import nnx
 
 from tools.benchmark.diffusion_sampling import format_result, measure_config, measure_sampling_overhead
 from workshop.core.configuration import ModelConfiguration
-from workshop.models.diffusion import DDPM
+from workshop.models.diffusion import DDPM, EDM, FlowMatching
+
+_DIT = dict(patch_size=4, hidden_size=16, depth=1, num_heads=2, sampling_steps=4)
 
 
 class DiffusionSamplingTest(absltest.TestCase):
@@ -22,7 +24,18 @@ class DiffusionSamplingTest(absltest.TestCase):
             self.assertTrue(np.isfinite(r[key]) and r[key] > 0, key)
         np.testing.assert_allclose(r["forward_seconds"] * 4, r["forwards_seconds"])
         np.testing.assert_allclose(r["ratio"], r["sampling_seconds"] / r["forwards_seconds"])
-        self.assertIn("| ddpm (dit) | ddim, 4, 2 |", format_result(r))
+        self.assertIn("| ddpm (dit) | ddim, 4, 2 | 4 |", format_result(r))
+
+    def test_continuous_models_count_their_network_evaluations(self):
+        # NFE as the models report it: Heun on flow matching two per step, EDM's Heun 2 N - 1.
+        for cls, model_type, sampler, steps, nfe in ((FlowMatching, "flow_matching", "heun", 3, 6),
+                                                     (FlowMatching, "flow_matching", "euler", 3, 3),
+                                                     (EDM, "edm", "heun", 3, 5)):
+            model = cls(ModelConfiguration(model_type=model_type, input_shape=(8, 8, 1), backbone_type="dit",
+                                           parameters=_DIT), rngs=nnx.Rngs(0))
+            r = measure_sampling_overhead(model, batch_size=2, steps=steps, sampler=sampler, repeats=1)
+            self.assertEqual((r["sampler"], r["nfe"]), (sampler, nfe), model_type)
+            np.testing.assert_allclose(r["forward_seconds"] * nfe, r["forwards_seconds"])
 
     def test_bad_input(self):
         with self.assertRaisesRegex(TypeError, "not a diffusion model"):

@@ -55,6 +55,7 @@ def data_description(kind: str) -> str:
         "bernoulli": "binary data (binarized images): the Bernoulli probability mass",
         "discretized_logistic": "8-bit images: the discretized logistic mass of each 1/255 bin",
         "gaussian": "continuous data: the Gaussian density with the fixed decoder_std (no dequantisation)",
+        "mse": "none: the squared error is not a likelihood (log_prob refuses it)",
     }[kind]
 
 
