@@ -177,13 +177,14 @@ def sample_quality(
     """FID / KID / PRDC of a model's samples (or given images) against `dataset`'s test set.
 
     Args:
-      model_or_samples: a `GenerativeModel` (sampled with `generate`) or
+      model_or_samples (GenerativeModel | np.ndarray): a `GenerativeModel` (sampled with `generate`) or
         images `[M, 28, 28, 1]` in [0, 1] (uint8 is scaled by 1/255).
       dataset: the reference dataset ("fashion_mnist").
       num_samples: how many samples to draw (models) or to use (the first
         ones of given images; None uses all of them).
       seed: sampling, KID subsets and the PRDC reference subset.
-      weights_path / net: the feature network (default: the cached classifier);
+      weights_path: the feature network's weights (default: the cached classifier).
+      net: the feature network itself, instead of `weights_path`;
         `net=workshop.eval.inception.load_inception(path)` gives the
         standard InceptionV3 features (reference features are then cached
         under its own name and fingerprint).

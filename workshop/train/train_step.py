@@ -119,9 +119,10 @@ class TrainStep:
     Args:
       objective: the model's `TrainingObjective`.
       groups: its `ParameterGroups`.
-      graphdef: the training-mode model's graph (in the compute dtype under
-        mixed precision).
-      optimizers, schedules: each group's optax optimizer and learning rate.
+      graphdef (nnx.GraphDef): the training-mode model's graph (in the
+        compute dtype under mixed precision).
+      optimizers: each group's optax optimizer.
+      schedules: each group's learning rate schedule.
       policy: the precision policy; parameters are cast to its compute dtype
         for the passes.
       loss_scale: float16's dynamic loss scaling, or None.

@@ -53,7 +53,8 @@ def autoregressive_mask(
 
     Args:
       kernel_size: `(kh, kw)`.
-      in_features, out_features: feature counts.
+      in_features: input feature count.
+      out_features: output feature count.
       mask_type: "A" (excludes the current pixel's own channel) or "B".
       num_channels: image channels C whose order is autoregressive.
       center: kernel position of the current pixel; default `(kh // 2, kw // 2)`.
@@ -80,12 +81,13 @@ class MaskedConv2D(nnx.Module):
     """An `nnx.Conv` with an autoregressive kernel mask (type A or B).
 
     Args:
-      in_features, out_features: feature counts.
+      in_features: input feature count.
+      out_features: output feature count.
       kernel_size: `(kh, kw)` or an int.
       mask_type: "A" or "B" (see `autoregressive_mask`).
       num_channels: image channels whose order is autoregressive.
       center: kernel position of the current pixel (default the middle).
-      padding: `nnx.Conv` padding; default pads so that output (i, j) is
+      padding (str | Sequence[tuple[int, int]] | None): `nnx.Conv` padding; default pads so that output (i, j) is
         centred on input (i, j) (`((ci, kh-1-ci), (cj, kw-1-cj))`).
       rngs: `params` stream (or default).
 

@@ -335,7 +335,9 @@ class Transformer(nnx.Module):
           n_samples: number of sequences.
           rngs: the `sample` stream (or default).
           labels: `[n_samples]` classes (conditional models).
-          temperature, top_k, top_p: see `sampling.sample_categorical`.
+          temperature: see `sampling.sample_categorical`.
+          top_k: see `sampling.sample_categorical`.
+          top_p: see `sampling.sample_categorical`.
           use_cache: decode with the key/value cache (one position per step);
             False reruns the full prefix each step (for benchmarks and tests).
           prompt: the known start, kept unchanged in the output; the scan

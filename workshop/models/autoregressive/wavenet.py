@@ -229,7 +229,9 @@ class WaveNet(nnx.Module):
           n_samples: number of sequences.
           rngs: the `sample` stream (or default).
           labels: `[n_samples]` classes (conditional models).
-          temperature, top_k, top_p: see `sampling.sample_categorical`.
+          temperature: see `sampling.sample_categorical`.
+          top_k: see `sampling.sample_categorical`.
+          top_p: see `sampling.sample_categorical`.
           fast: per-layer queues of past activations (Paine et al. 2016);
             False reruns the whole network each step.
           prompt: the first P <= T samples of every sequence, `[P]` (shared)

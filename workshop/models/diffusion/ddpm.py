@@ -231,7 +231,7 @@ class DDPM(ClassConditioning, nnx.Module):
         """Runs a validated sampler with a given denoiser from this model's prior draws.
 
         Args:
-          denoise: `(x_t [B, H, W, C], t [B]) -> (x0_hat, eps_hat)` in the [-1, 1]
+          denoise (Callable): `(x_t [B, H, W, C], t [B]) -> (x0_hat, eps_hat)` in the [-1, 1]
             data scale, any clipping or projection already applied.
           n_samples: B; sample i depends only on rngs' key and i.
 

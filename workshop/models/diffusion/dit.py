@@ -105,7 +105,7 @@ class DiT(nnx.Module):
     """`(x_t [B, H, W, C_in], t [B], labels [B] | None) -> [B, H, W, C_out]`.
 
     Args:
-      input_shape: `(H, W, C_in)`; H and W must be divisible by `patch_size`.
+      input_shape (tuple[int, int, int]): `(H, W, C_in)`; H and W must be divisible by `patch_size`.
       out_channels: C_out.
       patch_size: p.
       hidden_size: D, the token width (divisible by 4 and by `num_heads`).

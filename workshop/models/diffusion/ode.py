@@ -175,7 +175,11 @@ def ode_log_likelihood(velocity: VelocityFn, x: jax.Array, *, t0: float = 0.0, t
       divergence: "exact" or "hutchinson".
       key: draws the Rademacher probes (hutchinson only).
       num_probes: K probes per example, averaged (hutchinson only).
-      solver, steps, rtol, atol, max_steps: see `integrate`.
+      solver: see `integrate`.
+      steps: see `integrate`.
+      rtol: see `integrate`.
+      atol: see `integrate`.
+      max_steps: see `integrate`.
       prior_log_prob: `[B, ...] -> [B]`, the density at t1.
 
     Returns:

@@ -212,7 +212,11 @@ class SuperResolutionDDPM(DDPM):
           rngs: the `sample` stream (or default).
           low_res: `[B, H/f, W/f, C]` in [0, 1]; None draws unconditional samples
             (models trained with condition_dropout > 0 only).
-          labels, sampler, steps, guidance_scale, eta: as for `DDPM.generate`.
+          labels: as for `DDPM.generate`.
+          sampler: as for `DDPM.generate`.
+          steps: as for `DDPM.generate`.
+          guidance_scale: as for `DDPM.generate`.
+          eta: as for `DDPM.generate`.
           consistency: project every x0 estimate and the result onto the images
             whose f x f block means are `low_res` (see `project_to_low_res`).
 

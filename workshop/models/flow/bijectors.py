@@ -196,7 +196,7 @@ class Permutation(nnx.Module):
     """A fixed permutation of the last axis (log-det 0).
 
     Args:
-      permutation: `[C]` integer array, a permutation of `range(C)`.
+      permutation (jax.Array): `[C]` integer array, a permutation of `range(C)`.
     """
 
     def __init__(self, permutation):

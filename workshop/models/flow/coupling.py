@@ -138,7 +138,8 @@ class Coupling(nnx.Module):
       hidden_channels: conditioner width for images.
       hidden_features: conditioner MLP widths for vectors.
       cond_features: E of the conditioning input, 0 for none.
-      num_bins, tail_bound: spline settings.
+      num_bins: the spline's number of bins.
+      tail_bound: the spline's interval `[-B, B]` bound B.
       rngs: `params` stream (or default).
     """
 

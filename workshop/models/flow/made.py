@@ -136,7 +136,8 @@ class AutoregressiveLayer(nnx.Module):
       transform: "affine" (MAF/IAF) or "spline" (autoregressive NSF).
       hidden_features: MADE hidden widths.
       cond_features: E of the conditioning input, 0 for none.
-      num_bins, tail_bound: spline settings.
+      num_bins: the spline's number of bins.
+      tail_bound: the spline's interval `[-B, B]` bound B.
       inverted: swap the directions (IAF).
       rngs: `params` stream (or default).
     """

@@ -70,8 +70,9 @@ def rational_quadratic_spline(
         and interior derivatives `[2K:]`, one set per element of `x`.
       inverse: evaluate the inverse map instead.
       tail_bound: B; the spline lives on `[-B, B]`, the identity outside.
-      min_bin_width, min_bin_height, min_derivative: floors that keep the map
-        well conditioned.
+      min_bin_width: the floor of a bin's width, to keep the map well conditioned.
+      min_bin_height: the floor of a bin's height.
+      min_derivative: the floor of the knot derivatives.
 
     Returns:
       `(y, log_abs_det)`, both `[...]` float32: the image of `x` and

@@ -321,7 +321,8 @@ class GAN(nnx.Module):
         """Decodes `num_steps` points from `z_a` to `z_b` (both ends included).
 
         Args:
-          z_a, z_b: `[latent_dim]` latents.
+          z_a: the first `[latent_dim]` latent.
+          z_b: the last `[latent_dim]` latent.
           num_steps: number of points.
           labels: one class (conditional models), used for every point.
           spherical: slerp (White 2016), which keeps the norm typical of a

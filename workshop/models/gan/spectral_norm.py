@@ -98,7 +98,8 @@ class SpectralNormLinear(_SpectralNorm):
     """`y = x W / sigma(W) + b`: `[..., in_features] -> [..., out_features]`.
 
     Args:
-      in_features, out_features: sizes.
+      in_features: input size.
+      out_features: output size.
       num_iterations: power iterations per call (1 in the paper).
       rngs: `params` stream (or default) for the kernel and the initial `u`.
     """
@@ -124,7 +125,8 @@ class SpectralNormConv(_SpectralNorm):
     factor depending on the kernel size.
 
     Args:
-      in_features, out_features: channels.
+      in_features: input channels.
+      out_features: output channels.
       kernel_size: `(kh, kw)`.
       strides: spatial strides.
       num_iterations: power iterations per call.

@@ -219,7 +219,8 @@ class VAE(nnx.Module):
         """Decodes `num_steps` points on the line between the posterior means of two examples.
 
         Args:
-          x_a, x_b: `[*input_shape]` or `[1, *input_shape]`.
+          x_a: one end, `[*input_shape]` or `[1, *input_shape]`.
+          x_b: the other end, shaped like `x_a`.
           num_steps: points including both ends.
           labels: one class label (cvae only), used for both ends and every step.
 

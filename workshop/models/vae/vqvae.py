@@ -209,7 +209,8 @@ class VQVAE(nnx.Module):
         """Quantises and decodes `num_steps` points on the line between z_e(x_a) and z_e(x_b).
 
         Args:
-          x_a, x_b: `[*input_shape]` or `[1, *input_shape]`.
+          x_a: one end, `[*input_shape]` or `[1, *input_shape]`.
+          x_b: the other end, shaped like `x_a`.
 
         Returns:
           `[num_steps, *input_shape]`.
