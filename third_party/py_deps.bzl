@@ -43,7 +43,8 @@ def py_deps(names):
         if name not in PIP_PACKAGES:
             fail("unknown Python dependency '%s'; known: %s (add it to third_party/py_deps.bzl and requirements.in)" % (name, ", ".join(sorted(PIP_PACKAGES.keys()))))
         if PIP_BACKEND == "venv":
-            labels.append("//third_party/pypi:" + name)
+            # Label(): resolved in this repository even when another workspace calls the macros.
+            labels.append(Label("//third_party/pypi:" + name))
         else:
             labels.append("@pypi//" + _hub_name(PIP_PACKAGES[name]))
     return labels

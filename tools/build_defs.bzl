@@ -47,7 +47,7 @@ def ws_py_test(
       name: target name; the file defaults to `name + ".py"`.
       srcs: test sources (default `[name + ".py"]`).
       deps, pip_deps: Bazel deps and logical third-party names (third_party/py_deps.bzl).
-      env: extra environment for both backends.
+      env: extra environment for both backends (PYTHONWARNINGS defaults to "error").
       tags: extra tags for both backends.
       size: Bazel test size, chosen by the test's time on a quiet 2-core CPU: "small"
         up to ~20 s, "medium" up to ~75 s, "large" longer. The time limit is the
@@ -60,6 +60,10 @@ def ws_py_test(
     srcs = srcs or [name + ".py"]
     kwargs.setdefault("timeout", _TIMEOUTS[size])
     all_deps = deps + py_deps(pip_deps + ([] if "absl" in pip_deps else ["absl"]))
+    # As JAX's tests: every warning is an error (a deprecation fails the test that
+    # meets it, and the subprocesses it starts inherit the setting). A third-party
+    # warning that cannot be fixed gets a narrow filter where it is raised.
+    env = dict({"PYTHONWARNINGS": "error"}, **env)
     cpu_env = dict(env)
     cpu_env["JAX_PLATFORMS"] = "cpu"
     if cpu_devices:

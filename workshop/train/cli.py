@@ -15,6 +15,7 @@ import pathlib
 import shutil
 import sys
 import traceback
+import warnings
 from typing import Any, Callable, Sequence
 
 import pydantic
@@ -25,6 +26,12 @@ from workshop.core.paths import user_path
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "define_config_flag", "describe_error", "quiet_library_logs", "run",
            "user_path"]
+
+# ml_collections' config_flags loads a config file with SourceFileLoader.load_module(), which
+# Python 3.11 deprecates (DeprecationWarning raised from importlib._bootstrap); not ours to fix,
+# and an error under PYTHONWARNINGS=error (as the tests run) for every binary given --config.
+warnings.filterwarnings("ignore", message=r"the load_module\(\) method is deprecated", category=DeprecationWarning,
+                        module=r"importlib\._bootstrap")
 
 EXIT_ERROR = 1
 # A run stopped by SIGTERM/SIGINT after writing its checkpoint: sysexits.h's EX_TEMPFAIL ("try again

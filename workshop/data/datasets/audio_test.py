@@ -190,7 +190,9 @@ class EdgeCaseTest(absltest.TestCase):
         self.assertEqual([(os.path.basename(p), u) for p, u in dataset.duplicates], [("103-1240.trans.txt", "103-1240-0000")])
         with open(transcript, "a") as f:
             f.write("103-1240-0001 OTHER WORDS\n")
-        with self.assertRaisesRegex(DatasetFormatError, r"103-1240.trans.txt:4: utterance 103-1240-0001 is listed again with another transcript \(first at line 2\)"):
+        # Line 3 still warns (once, as above) before line 4 is refused.
+        with self.assertRaisesRegex(DatasetFormatError, r"103-1240.trans.txt:4: utterance 103-1240-0001 is listed again with another transcript \(first at line 2\)"), \
+                self.assertWarnsRegex(UserWarning, r"103-1240.trans.txt:3: utterance 103-1240-0000 is listed twice"):
             audio.LibriSpeechDataset(root, subset="dev-clean")
 
     def test_bad_transcripts_named_or_skipped_with_their_chapter(self):

@@ -5,7 +5,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl.testing import absltest
 from flax import nnx
 
@@ -14,6 +13,7 @@ from workshop.core.configuration import ModelConfiguration
 from workshop.data.datasets.image import load_image_dataset
 from workshop.models.diffusion import DDPM
 from workshop.models.factories import create_diffusion
+from workshop.models.training_testing import adam_steps
 
 
 def _tiny(backbone="dit", num_timesteps=50, shape=(8, 8, 1), **params):
@@ -155,32 +155,13 @@ class DDPMTest(absltest.TestCase):
         train, test = images[:512], jnp.asarray(images[512:])
         model = _tiny(num_timesteps=100, shape=(28, 28, 1), patch_size=7, hidden_size=32, depth=2,
                       beta_schedule="cosine")
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        tx = optax.adam(3e-3)
-
-        @jax.jit
-        def step(params, opt_state, x, key):
-            def loss_fn(p):
-                m = nnx.merge(graphdef, p, rest)
-                return m.loss_fn({"x": x}, m(x, rngs=nnx.Rngs(key)))["loss"]
-
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        @jax.jit
-        def bound(params):
-            m = nnx.merge(graphdef, params, rest)
-            return jnp.mean(m.log_prob(test, rngs=nnx.Rngs(0), num_samples=20))
-
-        before = float(bound(params))
-        opt_state, losses = tx.init(params), []
+        bound = nnx.jit(lambda m: jnp.mean(m.log_prob(test, rngs=nnx.Rngs(0), num_samples=20)))
+        before = float(bound(model))
         order = np.random.default_rng(0).permutation(np.tile(np.arange(512), 8))
-        for i in range(120):
-            params, opt_state, loss = step(params, opt_state, train[order[32 * i:32 * (i + 1)]],
-                                           jax.random.PRNGKey(i))
-            losses.append(float(loss))
-        after = float(bound(params))
+        history = adam_steps(model, ({"x": train[order[32 * i:32 * (i + 1)]]} for i in range(120)),
+                             learning_rate=3e-3)
+        losses = [m["loss"] for m in history]
+        after = float(bound(model))
         first, last = np.mean(losses[:10]), np.mean(losses[-10:])
         print(f"loss {first:.4f} -> {last:.4f}; bound {before:.1f} -> {after:.1f} nats per image")
         self.assertLess(last, 0.7 * first)

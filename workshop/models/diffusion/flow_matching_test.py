@@ -6,7 +6,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl.testing import absltest, parameterized
 from flax import nnx
 
@@ -17,6 +16,7 @@ from workshop.eval.likelihood import log_likelihood
 from workshop.models.diffusion import FlowMatching, ode
 from workshop.models.diffusion.flow_matching import sample_times
 from workshop.models.factories import create_diffusion, create_model
+from workshop.models.training_testing import adam_steps
 
 
 def _config(backbone="dit", shape=(8, 8, 1), **params):
@@ -177,31 +177,13 @@ class FlowMatchingTest(parameterized.TestCase):
         train, test = images[:512], jnp.asarray(images[512:])
         model = create_model(_config(shape=(28, 28, 1), patch_size=7, hidden_size=32, depth=2,
                                      likelihood_solver="heun", sampling_steps=4), rngs=nnx.Rngs(0))
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        tx = optax.adam(3e-3)
-
-        @jax.jit
-        def step(params, opt_state, x, key):
-            def loss_fn(p):
-                m = nnx.merge(graphdef, p, rest)
-                return m.loss_fn({"x": x}, m(x, rngs=nnx.Rngs(key)))["loss"]
-
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        @jax.jit
-        def log_p(params):
-            return jnp.mean(nnx.merge(graphdef, params, rest).log_prob(test, rngs=nnx.Rngs(0)))
-
-        before = float(log_p(params))
-        opt_state, losses = tx.init(params), []
+        log_p = nnx.jit(lambda m: jnp.mean(m.log_prob(test, rngs=nnx.Rngs(0))))
+        before = float(log_p(model))
         order = np.random.default_rng(0).permutation(np.tile(np.arange(512), 8))
-        for i in range(100):
-            params, opt_state, loss = step(params, opt_state, train[order[32 * i:32 * (i + 1)]],
-                                           jax.random.PRNGKey(i))
-            losses.append(float(loss))
-        after = float(log_p(params))
+        history = adam_steps(model, ({"x": train[order[32 * i:32 * (i + 1)]]} for i in range(100)),
+                             learning_rate=3e-3)
+        losses = [m["loss"] for m in history]
+        after = float(log_p(model))
         first, last = np.mean(losses[:10]), np.mean(losses[-10:])
         print(f"loss {first:.4f} -> {last:.4f}; log-likelihood {before:.1f} -> {after:.1f} nats per image")
         self.assertLess(last, 0.65 * first)

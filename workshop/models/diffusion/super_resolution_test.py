@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl.testing import absltest
 from flax import nnx
 
@@ -11,6 +10,7 @@ from workshop.core.configuration import ModelConfiguration
 from workshop.models.diffusion import DDPM, SuperResolutionDDPM, super_resolve
 from workshop.models.diffusion.super_resolution import average_pool, project_to_low_res
 from workshop.models.factories import create_model
+from workshop.models.training_testing import adam_steps
 
 
 def _config(**parameters):
@@ -30,19 +30,7 @@ def _images(n, seed=0):
 def _trained_model(steps=60):
     """A tiny model trained for a few Adam steps, so its output depends on its input."""
     model = SuperResolutionDDPM(_config(condition_dropout=0.2), rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, optimizer, x, key):
-        def loss(m):
-            return m.loss_fn({"x": x}, m(x, rngs=nnx.Rngs(key)))["loss"]
-
-        value, grads = nnx.value_and_grad(loss)(model)
-        optimizer.update(model, grads)
-        return value
-
-    for i in range(steps):
-        step(model, optimizer, jnp.asarray(_images(32, seed=i)), jax.random.PRNGKey(i))
+    adam_steps(model, ({"x": _images(32, seed=i)} for i in range(steps)), learning_rate=3e-3)
     return model
 
 
