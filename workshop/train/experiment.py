@@ -52,6 +52,7 @@ from workshop.train.checkpointing import Checkpointer
 from workshop.train.gan_trainer import GANTrainer
 from workshop.train.periodic_eval import PeriodicEvaluation
 from workshop.train.trainer import Trainer, TrainState
+from workshop.train.two_stage import prepare_two_stage  # also installs the first-stage loader of latent models
 
 __all__ = [
     "ExperimentConfig",
@@ -326,6 +327,7 @@ def train_and_evaluate(
 
     train_source = data_source(cfg.data, train=True)
     test_source = data_source(cfg.data, train=False)
+    cfg = prepare_two_stage(cfg, workdir, train_source)  # a second stage: its first stage resolved and recorded
 
     def build_model() -> nnx.Module:
         return create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
