@@ -36,7 +36,6 @@ def get_config() -> ml_collections.ConfigDict:
         input_shape=(28, 28, 1),
         parameters=dict(
             autoencoder_workdir="runs/kl_autoencoder",
-            latent_scale=config_dict.placeholder(float),
             latent_range=3.0,
             prior=dict(
                 model_type="ddpm",
@@ -64,4 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=500, binarize="none")
     config.eval = dict(likelihood_samples=16, max_test_batches=2)
-    return with_defaults(config)
+    config = with_defaults(config)
+    # None until estimated (then recorded in config.json); typed, so it can be set from the command line.
+    config.model.parameters.latent_scale = config_dict.placeholder(float)
+    return config
