@@ -13,6 +13,9 @@ against concrete classes: anything that has the methods is a model.
 * `Autoencoder`: an encoder to a code space and a decoder back, with the code
   shape and dtype declared, so a second-stage model (a prior over the codes)
   can be built on a trained first stage without importing its family.
+* `AutoencoderLikelihood`: an autoencoder whose encoder is a distribution
+  q(codes|x) and whose decoder is a likelihood p(x|codes), so that a
+  two-stage model can bound log p(x) through the decoder.
 * `ConditionalModel`: models that take class labels; the trainer passes
   `labels=batch["label"]` to `__call__` and callers pass `labels=` to `generate`.
 
@@ -53,6 +56,7 @@ from flax import nnx
 
 __all__ = [
     "Autoencoder",
+    "AutoencoderLikelihood",
     "BatchInputs",
     "ConditionalModel",
     "CustomObjective",
@@ -154,6 +158,21 @@ class Autoencoder(Protocol):
 
     def decode_codes(self, codes: jax.Array) -> jax.Array:
         """`[B, *code_shape] -> [B, *input_shape]`, the decoder's mean."""
+        ...
+
+
+@runtime_checkable
+class AutoencoderLikelihood(Protocol):
+    """An `Autoencoder` with a posterior to sample and a decoder likelihood, for the evidence lower bound
+    log p(x) >= E_q[log p(x|c) + log p(c) - log q(c|x)] of a two-stage model with prior p(c)."""
+
+    def sample_codes(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """c ~ q(c|x) and log q(c|x): `[B, *input_shape] -> ([B, *code_shape], [B])`; a deterministic
+        encoder (VQ-VAE: a one-hot posterior) returns its codes and log q = 0."""
+        ...
+
+    def decoder_log_likelihood(self, x: jax.Array, codes: jax.Array) -> jax.Array:
+        """log p(x|c): `([B, *input_shape], [B, *code_shape]) -> [B]` nats."""
         ...
 
 

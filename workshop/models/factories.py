@@ -21,6 +21,7 @@ import workshop.models.diffusion  # noqa: F401  pylint: disable=unused-import
 import workshop.models.ebm  # noqa: F401  pylint: disable=unused-import
 import workshop.models.flow  # noqa: F401  pylint: disable=unused-import
 import workshop.models.gan  # noqa: F401  pylint: disable=unused-import
+import workshop.models.latent  # noqa: F401  pylint: disable=unused-import
 import workshop.models.vae  # noqa: F401  pylint: disable=unused-import
 
 __all__ = [

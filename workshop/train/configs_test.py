@@ -67,6 +67,8 @@ class ConfigsTest(parameterized.TestCase):
     @parameterized.parameters(*_CONFIGS)
     def test_config_builds_and_steps(self, name):
         cfg = parse_config(importlib.import_module(f"workshop.train.configs.{name}").get_config())
+        if cfg.model.model_type == "latent":
+            self.skipTest("a second stage needs a trained first stage: two_stage_test.py trains each one")
         model = create_model(cfg.model, rngs=nnx.Rngs(0))
         trainer = make_trainer(model, cfg)
         # A GAN step takes n_critic chunks of examples, one per critic update.

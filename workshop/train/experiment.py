@@ -51,6 +51,7 @@ from workshop.train.checkpointing import Checkpointer
 from workshop.train.periodic_eval import PeriodicEvaluation
 from workshop.train.teacher import teacher_source
 from workshop.train.trainer import Trainer, TrainState
+from workshop.train.two_stage import prepare_two_stage  # also installs the first-stage loader of latent models
 
 __all__ = [
     "ExperimentConfig",
@@ -319,6 +320,7 @@ def train_and_evaluate(
 
     train_source = data_source(cfg.data, train=True)
     test_source = data_source(cfg.data, train=False)
+    cfg = prepare_two_stage(cfg, workdir, train_source)  # a second stage: its first stage resolved and recorded
 
     def build_model() -> nnx.Module:
         return create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))

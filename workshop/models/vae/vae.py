@@ -53,6 +53,9 @@ class VAEParameters(pydantic.BaseModel):
     decoder_std: PositiveFloat = Field(0.1, description="fixed std of the 'gaussian' decoder")
     iwae_samples: PositiveInt = Field(64, description="importance samples of log_prob by default")
     upsampling: Upsampling = Field("subpixel", description="conv decoder's 2x upsampling (layers.Upsample)")
+    latent_channels: PositiveInt | None = Field(
+        None, description="conv backbone: a spatial latent of this many channels per cell of the encoder's smallest "
+                          "map (latent_dim unused), as the first stage of latent diffusion; None: a latent_dim vector")
 
 
 class BetaVAEParameters(VAEParameters):
@@ -87,6 +90,7 @@ class VAE(nnx.Module):
         self.model_type = config.model_type
         self.input_shape = tuple(int(s) for s in config.input_shape)
         self.latent_dim = int(config.latent_dim)
+        self.latent_grid: tuple[int, ...] | None = None
         self.beta = float(p.beta)
         self.kl_weight = float(p.kl_weight)
         self.reconstruction = str(p.reconstruction_loss)
@@ -104,10 +108,31 @@ class VAE(nnx.Module):
         k = likelihoods.params_per_pixel(self.reconstruction)
         dims = math.prod(self.input_shape)
         latent_in = self.latent_dim + label_features
+        if p.latent_channels is not None and self.backbone != "conv":
+            raise ValueError(f"model_type {self.model_type!r}: parameters.latent_channels needs the conv backbone, "
+                             f"got backbone_type {self.backbone!r}")
         if self.backbone == "mlp":
             self.encoder = MLP(dims + label_features, config.encoder_features, 2 * self.latent_dim, rngs=rngs)
             self.encoder_head = None
             self.decoder = MLP(latent_in, config.decoder_features, dims * k, rngs=rngs)
+        elif p.latent_channels is not None:
+            if self._conditional:
+                raise ValueError(f"model_type {self.model_type!r}: parameters.latent_channels (a spatial latent) is "
+                                 "not supported with class labels; use 'vae' or 'beta-vae'")
+            policy = get_precision_policy()
+            self.encoder = ConvEncoder(self.input_shape, config.encoder_features, rngs=rngs)
+            h, w, c = self.encoder.feature_shape
+            self.latent_grid = (h, w, int(p.latent_channels))
+            self.latent_dim = h * w * int(p.latent_channels)  # the flat size of the grid
+            self.encoder_head = nnx.Conv(c, 2 * p.latent_channels, (1, 1), dtype=policy.compute_dtype,
+                                         param_dtype=policy.param_dtype, rngs=rngs)
+            self.decoder = ConvDecoder(self.input_shape, config.decoder_features, k, in_features=p.latent_channels,
+                                       grid_input=True, upsampling=p.upsampling, rngs=rngs)
+            if self.decoder.latent_grid_shape != (h, w):
+                raise ValueError(
+                    f"model_type {self.model_type!r} with latent_channels needs as many encoder as decoder stages so "
+                    f"the latent grids match; got encoder_features={config.encoder_features}, "
+                    f"decoder_features={config.decoder_features}")
         else:
             policy = get_precision_policy()
             self.encoder = ConvEncoder(self.input_shape, config.encoder_features, rngs=rngs)
@@ -131,12 +156,17 @@ class VAE(nnx.Module):
     def _posterior(self, x: jax.Array, labels: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         if self.backbone == "mlp":
             out = self.encoder(self._with_labels(x.reshape(x.shape[0], -1), labels))
+        elif self.latent_grid is not None:  # [B, h, w, 2c] -> mean and logvar, each flattened to [B, h*w*c]
+            mean, logvar = jnp.split(self.encoder_head(self.encoder.feature_map(x)).astype(jnp.float32), 2, axis=-1)
+            return mean.reshape(x.shape[0], -1), logvar.reshape(x.shape[0], -1)
         else:
             out = self.encoder_head(self._with_labels(self.encoder(x), labels))
         out = out.astype(jnp.float32)
         return out[:, : self.latent_dim], out[:, self.latent_dim :]
 
     def _decoder_params(self, z: jax.Array, labels: jax.Array | None) -> jax.Array:
+        if self.latent_grid is not None:
+            z = z.reshape(z.shape[0], *self.latent_grid)
         out = self.decoder(self._with_labels(z, labels))
         return out.astype(jnp.float32).reshape(z.shape[0], *self.input_shape, self.params_per_pixel)
 
@@ -201,15 +231,29 @@ class VAE(nnx.Module):
 
     @property
     def code_shape(self) -> tuple[int, ...]:
-        return (self.latent_dim,)
+        """`(latent_dim,)`, or `(h, w, latent_channels)` for a spatial latent."""
+        return self.latent_grid if self.latent_grid is not None else (self.latent_dim,)
 
     def encode_codes(self, x: jax.Array) -> jax.Array:
-        """The `Autoencoder` codes: `[B, *input_shape] -> [B, latent_dim]`, the posterior mean (float32)."""
-        return self.encode(x).astype(jnp.float32)
+        """The `Autoencoder` codes: `[B, *input_shape] -> [B, *code_shape]`, the posterior mean (float32)."""
+        return self.encode(x).astype(jnp.float32).reshape(x.shape[0], *self.code_shape)
 
     def decode_codes(self, codes: jax.Array) -> jax.Array:
-        """The `Autoencoder` decoder: `[B, latent_dim] -> [B, *input_shape]`, the decoder's mean."""
-        return self.decode(codes)
+        """The `Autoencoder` decoder: `[B, *code_shape] -> [B, *input_shape]`, the decoder's mean."""
+        return self.decode(codes.reshape(codes.shape[0], self.latent_dim))
+
+    # The `AutoencoderLikelihood` protocol: q(z|x) and p(x|z) for bounds through the decoder.
+    def sample_codes(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """z ~ q(z|x) and log q(z|x): `[B, *input_shape] -> ([B, *code_shape], [B])` (nats)."""
+        mean, logvar = self.encode_distribution(x)
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        return z.reshape(x.shape[0], *self.code_shape), losses.log_normal_diag(z, mean, logvar)
+
+    def decoder_log_likelihood(self, x: jax.Array, codes: jax.Array) -> jax.Array:
+        """log p(x | z): `([B, *input_shape], [B, *code_shape]) -> [B]` nats."""
+        likelihoods.require_likelihood(self.reconstruction, self.model_type, "decoder_log_likelihood")
+        params = self._decoder_params(codes.reshape(codes.shape[0], self.latent_dim), None)
+        return likelihoods.log_likelihood(self.reconstruction, params, x, decoder_std=self.decoder_std)
 
     def reconstruct(self, x: jax.Array, *, rngs: nnx.Rngs | None = None, labels: jax.Array | None = None) -> jax.Array:
         """decode(encode(x)): `[B, *input_shape] -> [B, *input_shape]`."""

@@ -170,6 +170,43 @@ class GenerateAndLatentTest(parameterized.TestCase):
         np.testing.assert_allclose(codes, mean, rtol=1e-6)
         np.testing.assert_allclose(model.decode_codes(codes), model.decode(mean), rtol=1e-6)
 
+    def test_spatial_latent_codes_are_the_posterior_mean_grid(self):
+        # 8x8x1 -> two stride-2 stages -> a 2x2 grid of 3 channels.
+        model = VAE(_config(input_shape=(8, 8, 1), backbone_type="conv", encoder_features=[4, 4],
+                            decoder_features=[4, 4], parameters={"latent_channels": 3}), rngs=nnx.Rngs(0))
+        self.assertEqual((model.code_shape, model.latent_dim), ((2, 2, 3), 12))
+        x = _binary(jax.random.PRNGKey(3), (5, 8, 8, 1))
+        codes = model.encode_codes(x)
+        mean, logvar = model.encode_distribution(x)
+        self.assertEqual((codes.shape, mean.shape), ((5, 2, 2, 3), (5, 12)))
+        np.testing.assert_allclose(codes.reshape(5, 12), mean, rtol=1e-6)
+        # The codes are the mean half of the 1x1 head applied to each cell of the smallest feature map.
+        features = model.encoder.feature_map(x)
+        head = model.encoder_head(features)[..., :3]
+        np.testing.assert_allclose(codes, head, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(model.decode_codes(codes), model.decode(mean), rtol=1e-6)
+        out = model(x, rngs=nnx.Rngs(1))
+        self.assertTrue(np.isfinite(float(model.loss_fn({"x": x}, out)["loss"])))
+        self.assertEqual(model.generate(n_samples=2, rngs=nnx.Rngs(0)).shape, (2, 8, 8, 1))
+        with self.assertRaisesRegex(ValueError, "latent_channels needs the conv backbone"):
+            VAE(_config(parameters={"latent_channels": 3}), rngs=nnx.Rngs(0))
+
+    def test_posterior_sample_and_decoder_likelihood_give_the_elbo(self):
+        model = VAE(_config(input_shape=(8, 8, 1), backbone_type="conv", encoder_features=[4, 4],
+                            decoder_features=[4, 4], parameters={"latent_channels": 3}), rngs=nnx.Rngs(0))
+        self.assertIsInstance(model, protocols.AutoencoderLikelihood)
+        x = _binary(jax.random.PRNGKey(3), (4, 8, 8, 1))
+        # model.elbo draws its noise from fold_in(rngs.sample(), 0): the same draw gives the same bound.
+        key = jax.random.fold_in(nnx.Rngs(sample=7).sample(), 0)
+        codes, log_q = model.sample_codes(x, key)
+        mean, logvar = model.encode_distribution(x)
+        z = codes.reshape(4, -1)
+        expected = jnp.sum(-0.5 * (jnp.log(2 * jnp.pi) + logvar + (z - mean) ** 2 / jnp.exp(logvar)), axis=-1)
+        np.testing.assert_allclose(log_q, expected, rtol=1e-5)
+        log_prior = jnp.sum(-0.5 * (jnp.log(2 * jnp.pi) + z**2), axis=-1)
+        elbo = model.decoder_log_likelihood(x, codes) + log_prior - log_q
+        np.testing.assert_allclose(elbo, model.elbo(x, rngs=nnx.Rngs(sample=7)), rtol=1e-5)
+
     @parameterized.parameters("mlp", "conv")
     def test_first_samples_do_not_depend_on_n_samples(self, backbone):
         model = VAE(_config(input_shape=(8, 8, 1), backbone_type=backbone, encoder_features=[4, 4],

@@ -193,6 +193,18 @@ class VQVAE(nnx.Module):
         """`[B, *input_shape] -> [B, *latent_shape]` code indices."""
         return self.quantizer.nearest_codes(self._encode_continuous(x))
 
+    # The `AutoencoderLikelihood` protocol: the posterior is one-hot (log q = 0).
+    def sample_codes(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The nearest codes and log q(codes|x) = 0: `[B, *input_shape] -> ([B, *latent_shape], [B])`."""
+        del key  # the posterior is deterministic
+        return self.encode_codes(x), jnp.zeros((x.shape[0],), jnp.float32)
+
+    def decoder_log_likelihood(self, x: jax.Array, codes: jax.Array) -> jax.Array:
+        """log p(x | z_q(codes)): `([B, *input_shape], [B, *latent_shape]) -> [B]` nats."""
+        likelihoods.require_likelihood(self.reconstruction, self.model_type, "decoder_log_likelihood")
+        return likelihoods.log_likelihood(self.reconstruction, self._decoder_params(self.quantizer.lookup(codes)), x,
+                                          decoder_std=self.decoder_std)
+
     def decode(self, z: jax.Array) -> jax.Array:
         """`[B, *latent_shape, D] -> [B, *input_shape]`, the decoder's mean in [0, 1]."""
         return likelihoods.decoder_mean(self.reconstruction, self._decoder_params(z.astype(jnp.float32)))

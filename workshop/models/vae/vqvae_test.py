@@ -59,6 +59,18 @@ class VQVAETest(parameterized.TestCase):
         np.testing.assert_allclose(model.decode_codes(codes), model.reconstruct(x), rtol=1e-6)
         np.testing.assert_array_equal(codes, model(x)["indices"])
 
+    def test_likelihood_protocol_is_the_one_hot_posterior(self):
+        model = VQVAE(_config(parameters={"num_embeddings": 16, "reconstruction_loss": "bernoulli"}),
+                      rngs=nnx.Rngs(0))
+        self.assertIsInstance(model, protocols.AutoencoderLikelihood)
+        x = (_images(jax.random.PRNGKey(1)) > 0.5).astype(jnp.float32)
+        codes, log_q = model.sample_codes(x, jax.random.PRNGKey(0))
+        np.testing.assert_array_equal(codes, model.encode_codes(x))
+        np.testing.assert_array_equal(log_q, np.zeros(3))
+        # The ELBO under the uniform prior: log p(x|codes) - num_latents * log K.
+        np.testing.assert_allclose(model.decoder_log_likelihood(x, codes) - 4 * math.log(16), model.elbo(x),
+                                   rtol=1e-6)
+
     def test_log_prob_is_the_uniform_prior_elbo(self):
         model = VQVAE(_config(parameters={"num_embeddings": 16, "reconstruction_loss": "bernoulli"}),
                       rngs=nnx.Rngs(0))
