@@ -25,44 +25,25 @@ module docstring), labelled as such in final_metrics.json.
 import ml_collections
 from ml_collections import config_dict
 
-from workshop.train.configs import with_defaults
+from workshop.train.configs import ddpm_dit, with_defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
+    # The pixel baseline's DiT (1x1 patches over the 7x7 latents), training budget, data and evaluation.
+    pixel = ddpm_dit.get_config()
+    prior = pixel.model.to_dict()
+    prior.pop("input_shape")  # the prior's input shape is the autoencoder's code shape
+    prior["parameters"]["patch_size"] = 1
     config = ml_collections.ConfigDict()
     config.name = "latent_ddpm"
     config.model = dict(
         model_type="latent",
         input_shape=(28, 28, 1),
-        parameters=dict(
-            autoencoder_workdir="runs/kl_autoencoder",
-            latent_range=3.0,
-            prior=dict(
-                model_type="ddpm",
-                num_timesteps=1000,
-                backbone_type="dit",
-                parameters=dict(beta_schedule="cosine", prediction_type="epsilon", loss_weighting="plain",
-                                patch_size=1, hidden_size=128, depth=4, num_heads=4, sampler="ddim",
-                                sampling_steps=50),
-            ),
-        ),
+        parameters=dict(autoencoder_workdir="runs/kl_autoencoder", latent_range=3.0, prior=prior),
     )
-    config.training = dict(
-        num_steps=1500,
-        seed=0,
-        optimizer=dict(name="adamw", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=100,
-                       final_lr_fraction=0.1, weight_decay=0.0, grad_clip_norm=1.0),
-        ema_decay=0.995,
-        log_every=50,
-        eval_every=500,
-        eval_batches=1,
-        checkpoint_every=500,
-        keep_checkpoints=2,
-        sample_every=1500,
-        num_samples=64,
-    )
-    config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=500, binarize="none")
-    config.eval = dict(likelihood_samples=16, max_test_batches=2)
+    config.training = pixel.training
+    config.data = pixel.data
+    config.eval = pixel.eval
     config = with_defaults(config)
     # None until estimated (then recorded in config.json); typed, so it can be set from the command line.
     config.model.parameters.latent_scale = config_dict.placeholder(float)
