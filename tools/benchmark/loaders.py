@@ -63,11 +63,11 @@ _OUTPUT = flags.DEFINE_string("output", None, "Write the results as JSON here to
 _DEFAULT_DATA = {
     "fashion_mnist": dict(dataset="fashion_mnist", batch_size=128),
     "cifar10": dict(dataset="cifar10", batch_size=128),
-    "text": dict(dataset="text", data_dir="/usr/share/doc/python3.11/html/_sources", sequence_length=128,
-                 vocab_size=4096, batch_size=32),
+    "text": dict(dataset="text", data_dir="/usr/share/doc/python3.11/html/_sources",
+                 text=dict(sequence_length=128, vocab_size=4096), batch_size=32),
     "audio_folder": dict(dataset="audio_folder", data_dir="/usr/share/asterisk/sounds/en_US_f_Allison",
-                         sample_rate=8000, sequence_length=4096, batch_size=16),
-    "protein": dict(dataset="protein", data_dir="/usr/share/pymol/data", sequence_length=32, window_stride=1,
+                         audio=dict(sample_rate=8000, sequence_length=4096), batch_size=16),
+    "protein": dict(dataset="protein", data_dir="/usr/share/pymol/data", protein=dict(sequence_length=32, window_stride=1),
                     skip_bad_files=True, test_fraction=0.15, batch_size=64),
 }
 
@@ -104,7 +104,7 @@ def _rate(count: float, seconds: float) -> float:
 def measure_loader(data: DataConfiguration, num_batches: int) -> dict:
     """Cold (both splits read and decoded) and warm (batched) examples/s of one data configuration."""
     # Text: the BPE tokenizer is trained once per corpus and cached; cold times without it include training.
-    tokenizer_cached = sources.tokenizer_file(data).is_file() if data.dataset in ("text", "wikipedia") else None
+    tokenizer_cached = sources.tokenizer_file(data).is_file() if data.modality == "text" else None
     start = time.perf_counter()
     train = sources.load_split(data, train=True)
     test = sources.load_split(data, train=False)

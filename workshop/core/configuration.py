@@ -22,15 +22,20 @@ import pydantic
 import yaml
 from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, NonNegativeInt
 
-from workshop.core import registry
+from workshop.core import dataset_registry, registry
 
 __all__ = [
+    "DATA_SECTIONS",
     "DEFAULT_INPUT_SHAPE",
     "SCHEMA_VERSION",
+    "AudioData",
     "DataConfiguration",
     "EvaluationConfiguration",
+    "ImageData",
     "ModelConfiguration",
     "OptimizerConfiguration",
+    "ProteinData",
+    "TextData",
     "TrainingConfiguration",
 ]
 
@@ -263,105 +268,257 @@ class TrainingConfiguration(_Configuration):
         return self
 
 
+class _Section(pydantic.BaseModel):
+    """One modality's part of `DataConfiguration` (its `schema_version` covers the sections)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ImageData(_Section):
+    """`data.image`: the image datasets ("fashion_mnist", "mnist", "cifar10", "cifar100").
+
+    Attributes:
+      binarize: "none" keeps grey levels in [0, 1]; "dynamic" draws a fresh
+        Bernoulli sample of each image every epoch (Salakhutdinov & Murray
+        2008), the usual training set-up for Bernoulli decoders; "fixed"
+        binarizes once with a seed (for evaluation sets).
+    """
+
+    binarize: Literal["none", "dynamic", "fixed"] = "none"
+
+
+class TextData(_Section):
+    """`data.text`: "text" (every `*.txt` file under `data_dir`, or one file) and
+    "wikipedia" (a `pages-articles*.xml[.bz2]` dump or WikiExtractor JSON), as
+    byte-level BPE ids packed into rows.
+
+    Attributes:
+      sequence_length: tokens per row (required).
+      vocab_size: entries of the BPE vocabulary.
+      tokenizer_path: the tokenizer file, read when it exists, else trained on
+        the corpus and saved there; None: a cache file named after the corpus
+        (`workshop.data.sources.tokenizer_file`).
+    """
+
+    sequence_length: PositiveInt | None = None
+    vocab_size: PositiveInt = 8192
+    tokenizer_path: str | None = None
+
+
+class AudioData(_Section):
+    """`data.audio`: "librispeech" and "audio_folder" (WAV/FLAC/OGG files), as crops.
+
+    Attributes:
+      sequence_length: samples per crop (required).
+      sample_rate: clips are resampled to this rate (Hz).
+      quantization_channels: mu-law levels of the codes; None keeps float
+        waveforms.
+      subset: the LibriSpeech subset trained on.
+      test_subset: the LibriSpeech subset evaluated on.
+    """
+
+    sequence_length: PositiveInt | None = None
+    sample_rate: PositiveInt = 16000
+    quantization_channels: PositiveInt | None = 256
+    subset: str = "train-clean-100"
+    test_subset: str = "test-clean"
+
+
+class ProteinData(_Section):
+    """`data.protein`: "protein" (PDB/mmCIF files, gzipped too), CA traces in Angstrom.
+
+    Attributes:
+      sequence_length: residues per example: whole chains padded with a mask
+        (None: the longest chain), or the length of each window.
+      window_stride: every window of `sequence_length` consecutive residues with
+        all CAs present, starting `window_stride` residues apart, each centred
+        (None: whole chains).
+      frame: "centred"; "principal_axes" turns each example onto its principal
+        axes; "first_residues" (windows only) puts CA 0 at the origin, CA 1 on
+        +x and CA 2 in the xy-plane (canonical poses).
+      coordinate_scale: coordinates are divided by it (10: nanometres).
+      coordinate_noise: > 0 (Angstrom) makes the training split `noise_copies`
+        copies of each example with Gaussian noise of that standard deviation
+        (one draw, seeded by `data.shuffle_seed`): real CA traces lie on thin
+        shells (CA-CA 3.80 +- 0.02 A), on which a flow's likelihood can grow
+        without bound.
+      noise_copies: noisy copies of each training example.
+    """
+
+    sequence_length: PositiveInt | None = None
+    window_stride: PositiveInt | None = None
+    frame: Literal["centred", "principal_axes", "first_residues"] = "centred"
+    coordinate_scale: PositiveFloat = 1.0
+    coordinate_noise: float = Field(default=0.0, ge=0.0)
+    noise_copies: PositiveInt = 1
+
+    @pydantic.model_validator(mode="after")
+    def _windows(self) -> "ProteinData":
+        if self.frame == "first_residues" and self.window_stride is None:
+            raise ValueError("data.protein.frame 'first_residues' needs whole windows: set data.protein.window_stride")
+        if self.window_stride is not None and self.sequence_length is None:
+            raise ValueError("data.protein.window_stride cuts chains into windows of data.protein.sequence_length "
+                             "residues: set data.protein.sequence_length")
+        return self
+
+
+# The section of each modality that has one ("vector" datasets have no options of their own).
+DATA_SECTIONS: dict[str, type[_Section]] = {"image": ImageData, "text": TextData, "audio": AudioData,
+                                            "protein": ProteinData}
+
+# The fields of `DataConfiguration` before it had sections (config.json of older workdirs): where each
+# moved, by modality.
+_FLAT_FIELDS = {
+    "binarize": {"image": "binarize"},
+    "sequence_length": {"text": "sequence_length", "audio": "sequence_length", "protein": "sequence_length"},
+    "vocab_size": {"text": "vocab_size"},
+    "tokenizer_path": {"text": "tokenizer_path"},
+    "sample_rate": {"audio": "sample_rate"},
+    "quantization_channels": {"audio": "quantization_channels"},
+    "subset": {"audio": "subset"},
+    "test_subset": {"audio": "test_subset"},
+    "window_stride": {"protein": "window_stride"},
+    "protein_frame": {"protein": "frame"},
+    "coordinate_scale": {"protein": "coordinate_scale"},
+    "coordinate_noise": {"protein": "coordinate_noise"},
+    "noise_copies": {"protein": "noise_copies"},
+}
+
+
+def _a(modality: str) -> str:
+    """ "an image", "a text": the article and the modality."""
+    return f"{'an' if modality[0] in 'aeiou' else 'a'} {modality}"
+
+
+def _non_defaults(name: str, section: type[_Section], value: Any) -> dict[str, Any]:
+    """The fields of section `data.<name>` (a dict or the section itself) that differ from their defaults."""
+    if not isinstance(value, pydantic.BaseModel):
+        try:
+            value = section.model_validate(value)
+        except pydantic.ValidationError as err:
+            raise ValueError("; ".join(f"data.{'.'.join([name, *map(str, e['loc'])])}={e.get('input')!r}: {e['msg']}"
+                                       for e in err.errors())) from None
+    fields = value.model_dump()
+    return {k: v for k, v in fields.items() if v != section.model_fields[k].default}
+
+
 class DataConfiguration(_Configuration):
     """Which dataset, where its files are, and how batches are made.
 
-    Images: "fashion_mnist" (the default; Debian's dataset-fashion-mnist),
-    "mnist", "cifar10", "cifar100" (official test splits). `binarize`: "none"
-    keeps grey levels in [0, 1]; "dynamic" draws a fresh Bernoulli sample of
-    each image every epoch (Salakhutdinov & Murray 2008), the usual training
-    set-up for Bernoulli decoders; "fixed" binarizes once with a seed (for
-    evaluation sets).
+    `dataset` is a name of `workshop.core.dataset_registry` (which also
+    registers user datasets):
 
-    Vectors: the 2-D toy densities of `workshop.data.datasets.toy` are
-    generated, so `data_dir` does not apply.
+    * images: "fashion_mnist" (the default; Debian's dataset-fashion-mnist),
+      "mnist", "cifar10", "cifar100" (official test splits), options in
+      `image` (`ImageData`);
+    * vectors: the 2-D toy densities "two_moons", "eight_gaussians",
+      "checkerboard", "pinwheel" of `workshop.data.datasets.toy`, generated,
+      so `data_dir` does not apply; no options;
+    * text: "text", "wikipedia", options in `text` (`TextData`);
+    * audio: "librispeech", "audio_folder", options in `audio` (`AudioData`);
+    * protein: "protein", options in `protein` (`ProteinData`).
 
-    Other modalities read `data_dir` (see `workshop.data.sources`), and
-    `sequence_length` sets the length of one example:
+    The section of the dataset's modality is filled with its defaults when
+    absent; a section of another modality is refused when it sets anything
+    (one holding only defaults, as `workshop.train.configs.with_defaults`
+    writes every section so any field can be set from the command line, is
+    dropped). The flat fields of configurations written before the sections
+    (`"sequence_length": 128` beside `"dataset": "text"`) move into the
+    dataset's section on reading; one of another modality must hold its old
+    default.
 
-    * "text" (every `*.txt` file under `data_dir`, or one file) and
-      "wikipedia" (a `pages-articles*.xml[.bz2]` dump or WikiExtractor JSON):
-      byte-level BPE ids with `vocab_size` entries, packed into rows of
-      `sequence_length`; the tokenizer is read from `tokenizer_path` when that
-      file exists, else trained on the corpus and saved there;
-    * "librispeech" (`subset` for training, `test_subset` for evaluation) and
-      "audio_folder" (WAV/FLAC/OGG files): clips resampled to `sample_rate`,
-      cut into crops of `sequence_length` samples, mu-law coded with
-      `quantization_channels` levels (None keeps float waveforms);
-    * "protein" (PDB/mmCIF files, gzipped too): CA coordinates of each chain,
-      `[sequence_length, 3]` in Angstrom, centred, padded with a mask; with
-      `window_stride`, every window of `sequence_length` consecutive residues
-      with all CAs present starting `window_stride` residues apart, each
-      centred (all from the same chains per split). `protein_frame`
-      "principal_axes" turns each example onto its principal axes,
-      "first_residues" (windows only) puts CA 0 at the origin, CA 1 on +x and
-      CA 2 in the xy-plane (canonical poses); coordinates are divided by
-      `coordinate_scale`. `coordinate_noise` > 0 (Angstrom) makes the training
-      split `noise_copies` copies of each example with Gaussian noise of that
-      standard deviation (one draw, seeded by `shuffle_seed`): real CA traces
-      lie on thin shells (CA-CA 3.80 +- 0.02 A), on which a flow's
-      likelihood can grow without bound.
-
-    `flatten` reshapes each example of `"x"` into a vector (for models with
-    `input_shape` `(D,)`, e.g. flows on `[3 * sequence_length]` CA traces;
-    `[3 * sequence_length - 6]` in the "first_residues" frame, whose six
-    coordinates fixed at 0 are left out).
-
+    The fields below apply to every dataset. Datasets that read local files
+    (text, audio, protein) need `data_dir`. `flatten` reshapes each example of
+    `"x"` into a vector (for models with `input_shape` `(D,)`, e.g. flows on
+    `[3 * sequence_length]` CA traces; `[3 * sequence_length - 6]` in the
+    "first_residues" frame, whose six coordinates fixed at 0 are left out).
     Datasets without an official test split ("text", "wikipedia",
     "audio_folder", "protein") hold out their last `test_fraction` of
     documents, files or chains. `skip_bad_files` leaves unreadable files out
     (counted in the log) instead of stopping.
     """
 
-    dataset: Literal[
-        "fashion_mnist", "mnist", "cifar10", "cifar100",
-        "two_moons", "eight_gaussians", "checkerboard", "pinwheel",
-        "text", "wikipedia", "librispeech", "audio_folder", "protein",
-    ] = "fashion_mnist"  # fmt: skip
+    dataset: str = "fashion_mnist"
     data_dir: str | None = None
     batch_size: PositiveInt = 128
     eval_batch_size: PositiveInt = 500
     shuffle_seed: int = 0
-    binarize: Literal["none", "dynamic", "fixed"] = "none"
     prefetch: NonNegativeInt = 2
-    sequence_length: PositiveInt | None = None
-    vocab_size: PositiveInt = 8192
-    tokenizer_path: str | None = None
-    sample_rate: PositiveInt = 16000
-    quantization_channels: PositiveInt | None = 256
-    subset: str = "train-clean-100"
-    test_subset: str = "test-clean"
     test_fraction: float = Field(default=0.05, gt=0.0, lt=1.0)
     skip_bad_files: bool = False
-    window_stride: PositiveInt | None = None
-    protein_frame: Literal["centred", "principal_axes", "first_residues"] = "centred"
-    coordinate_scale: PositiveFloat = 1.0
-    coordinate_noise: float = Field(default=0.0, ge=0.0)
-    noise_copies: PositiveInt = 1
     flatten: bool = False
+    image: ImageData | None = None
+    text: TextData | None = None
+    audio: AudioData | None = None
+    protein: ProteinData | None = None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _sections_of_the_modality(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        dataset = values.get("dataset", cls.model_fields["dataset"].default)
+        modality = dataset_registry.dataset_spec(dataset).modality
+        for key in [k for k in values if k not in cls.model_fields]:
+            if key not in _FLAT_FIELDS:
+                raise ValueError(
+                    f"data has no field {key!r}; fields: {', '.join(f for f in cls.model_fields if f not in DATA_SECTIONS)}"
+                    f", and the sections {', '.join(f'data.{m}' for m in DATA_SECTIONS)}"
+                )
+            value, moved = values.pop(key), _FLAT_FIELDS[key]
+            if modality in moved:
+                section = values.get(modality)
+                section = dict(section.model_dump() if isinstance(section, pydantic.BaseModel) else section or {})
+                if moved[modality] in section and section[moved[modality]] != value:
+                    raise ValueError(f"data.{key}={value!r} and data.{modality}.{moved[modality]}="
+                                     f"{section[moved[modality]]!r} disagree; keep data.{modality}.{moved[modality]}")
+                section[moved[modality]] = value
+                values[modality] = section
+            elif value != (default := next(DATA_SECTIONS[m].model_fields[f].default for m, f in moved.items())):
+                where = " or ".join(f"data.{m}.{f}" for m, f in moved.items())
+                raise ValueError(f"data.{key}={value!r} (now {where}) does not apply to data.dataset {dataset!r}, "
+                                 f"{_a(modality)} dataset (it must stay {default!r})")
+        for name, section in DATA_SECTIONS.items():
+            value = values.get(name)
+            if name == modality:
+                values[name] = {} if value is None else value
+            elif value is not None:
+                changed = _non_defaults(name, section, value)
+                if changed:
+                    field, setting = next(iter(changed.items()))
+                    raise ValueError(
+                        f"data.{name}.{field}={setting!r} is set, but data.dataset {dataset!r} is {_a(modality)} dataset; "
+                        f"data.{name} applies to {name} datasets ({', '.join(dataset_registry.registered_datasets(name))})"
+                    )
+                values.pop(name)  # Only defaults: says nothing about this dataset.
+        return values
 
     @pydantic.model_validator(mode="after")
     def _modality_fields(self) -> "DataConfiguration":
-        needs_files = {"text", "wikipedia", "librispeech", "audio_folder", "protein"}
-        if self.dataset in needs_files and self.data_dir is None:
+        spec = dataset_registry.dataset_spec(self.dataset)
+        if spec.needs_data_dir and self.data_dir is None:
             raise ValueError(f"data.dataset {self.dataset!r} reads local files: set data.data_dir (or --data_dir)")
-        if self.dataset in needs_files - {"protein"} and self.sequence_length is None:
-            raise ValueError(
-                f"data.dataset {self.dataset!r} needs data.sequence_length (tokens per row or samples per crop)"
-            )
-        if self.binarize != "none" and self.dataset in needs_files:
-            raise ValueError(f"data.binarize={self.binarize!r} applies to grey-level images, not {self.dataset!r}")
-        protein_fields = {"window_stride": None, "protein_frame": "centred", "coordinate_scale": 1.0,
-                          "coordinate_noise": 0.0, "noise_copies": 1}
-        for name, default in protein_fields.items():
-            if self.dataset != "protein" and getattr(self, name) != default:
-                raise ValueError(f"data.{name} applies to dataset 'protein', not {self.dataset!r}")
-        if self.protein_frame == "first_residues" and self.window_stride is None:
-            raise ValueError("data.protein_frame 'first_residues' needs whole windows: set data.window_stride")
-        if self.window_stride is not None and self.sequence_length is None:
-            raise ValueError("data.window_stride cuts protein chains into windows of data.sequence_length residues: "
-                             "set data.sequence_length")
+        for name in DATA_SECTIONS:
+            if name == spec.modality and getattr(self, name) is None:
+                raise ValueError(f"data.dataset {self.dataset!r} is {_a(name)} dataset: set data.{name}")
+            if name != spec.modality and getattr(self, name) is not None:
+                raise ValueError(f"data.{name} applies to {name} datasets, not to data.dataset {self.dataset!r} "
+                                 f"({_a(spec.modality)} dataset): leave it unset")
+        if spec.modality in ("text", "audio") and getattr(self, spec.modality).sequence_length is None:
+            what = "tokens per row" if spec.modality == "text" else "samples per crop"
+            raise ValueError(f"data.dataset {self.dataset!r} needs data.{spec.modality}.sequence_length ({what})")
         return self
+
+    @property
+    def modality(self) -> str:
+        """The modality `dataset` is registered with: "image", "vector", "text", "audio" or "protein"."""
+        return dataset_registry.dataset_spec(self.dataset).modality
+
+    @property
+    def binarize(self) -> str:
+        """How batches are binarized (`BatchPipeline(binarize=...)`): `image.binarize`, "none" for other modalities."""
+        return self.image.binarize if self.image is not None else "none"
 
 
 class EvaluationConfiguration(_Configuration):

@@ -47,15 +47,16 @@ _COLUMNS = ("ca_ca_rmsd", "ca_ca_violation_fraction", "ca_angle_outside_fraction
 
 def to_traces(x: np.ndarray, data: DataConfiguration) -> np.ndarray:
     """Model inputs or samples (`[N, 3L]`, `[N, L, 3]`, or `[N, 3L - 6]` in the "first_residues" frame,
-    in units of `coordinate_scale`) -> `[N, L, 3]` Angstrom."""
+    in units of `data.protein.coordinate_scale`) -> `[N, L, 3]` Angstrom."""
     x = np.asarray(x, np.float64)
-    length = data.sequence_length
-    if data.protein_frame == "first_residues" and data.flatten:
-        return restore_fixed_coordinates(x, length) * data.coordinate_scale
+    protein = data.protein
+    length = protein.sequence_length
+    if protein.frame == "first_residues" and data.flatten:
+        return restore_fixed_coordinates(x, length) * protein.coordinate_scale
     if x.size == 0 or x.size % (3 * length) or x.shape[-1] not in (3, 3 * length):
         raise ValueError(f"expected CA traces [N, {3 * length}] or [N, {length}, 3] "
-                         f"(data.sequence_length={length}), got shape {x.shape}")
-    return x.reshape(len(x), length, 3) * data.coordinate_scale
+                         f"(data.protein.sequence_length={length}), got shape {x.shape}")
+    return x.reshape(len(x), length, 3) * protein.coordinate_scale
 
 
 def gaussian_baselines(train: np.ndarray, num: int, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -108,11 +109,13 @@ def compare_traces(samples: np.ndarray, data: DataConfiguration, *, seed: int = 
       name -> `score_ca_trace` scores plus `"nearest_train_rmsd"` and `"count"`;
       names: "samples", "held_out", "train", "gaussian_matched_scale", "gaussian_fit".
     """
-    if data.dataset != "protein" or data.window_stride is None:
-        raise ValueError(f"backbone scores need data.dataset 'protein' with data.window_stride set "
-                         f"(fixed-length windows); got dataset {data.dataset!r}, window_stride {data.window_stride}")
+    if data.protein is None or data.protein.window_stride is None:
+        raise ValueError(f"backbone scores need a protein dataset with data.protein.window_stride set (fixed-length "
+                         f"windows); got dataset {data.dataset!r}, "
+                         f"window_stride {data.protein.window_stride if data.protein else None}")
     # The real training windows, without the noisy copies a config may train on.
-    clean = data.model_copy(update={"coordinate_noise": 0.0, "noise_copies": 1})
+    clean = data.model_copy(update={"protein": data.protein.model_copy(update={"coordinate_noise": 0.0,
+                                                                               "noise_copies": 1})})
     train = to_traces(sources.load_split(clean, train=True)["x"], data)
     sets = {"samples": to_traces(samples, data),
             "held_out": to_traces(sources.load_split(data, train=False)["x"], data),

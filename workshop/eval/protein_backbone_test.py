@@ -44,9 +44,9 @@ class CompareTest(absltest.TestCase):
         root = self.create_tempdir().full_path
         for i, (phi, psi) in enumerate(((-57, -47), (-60, -45), (-120, 130), (-65, -40))):
             write_ca_trace_pdb(os.path.join(root, f"chain{i}.pdb"), ideal_backbone(14, phi, psi)[:, 1])
-        data = DataConfiguration(dataset="protein", data_dir=root, sequence_length=8, window_stride=1,
-                                 protein_frame="principal_axes", coordinate_scale=10.0, flatten=True,
-                                 test_fraction=0.25)
+        data = DataConfiguration(dataset="protein", data_dir=root, flatten=True, test_fraction=0.25,
+                                 protein=dict(sequence_length=8, window_stride=1, frame="principal_axes",
+                                              coordinate_scale=10.0))
         from workshop.data import sources  # pylint: disable=g-import-not-at-top
 
         samples = sources.load_split(data, train=True)["x"][:5]  # "Samples" that copy training windows.
@@ -62,12 +62,13 @@ class CompareTest(absltest.TestCase):
         self.assertIn("gaussian_fit", protein_backbone.format_table(result))
         with self.assertRaisesRegex(ValueError, r"expected CA traces \[N, 24\]"):
             protein_backbone.compare_traces(np.zeros((5, 20)), data)
-        anchored = data.model_copy(update={"protein_frame": "first_residues"})
+        anchored = data.model_copy(update={"protein": data.protein.model_copy(update={"frame": "first_residues"})})
         result = protein_backbone.compare_traces(sources.load_split(anchored, train=True)["x"][:5], anchored)
         self.assertAlmostEqual(result["samples"]["nearest_train_rmsd"], 0.0, places=3)
         self.assertLess(result["samples"]["ca_ca_rmsd"], 0.02)
         with self.assertRaisesRegex(ValueError, "window_stride"):
-            protein_backbone.compare_traces(samples, data.model_copy(update={"window_stride": None}))
+            protein_backbone.compare_traces(
+                samples, data.model_copy(update={"protein": data.protein.model_copy(update={"window_stride": None})}))
 
 
 if __name__ == "__main__":

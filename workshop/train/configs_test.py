@@ -12,7 +12,8 @@ from absl.testing import absltest, parameterized
 from flax import nnx
 from ml_collections import config_flags
 
-from workshop.core.configuration import DataConfiguration, EvaluationConfiguration, TrainingConfiguration
+from workshop.core.configuration import (DATA_SECTIONS, DataConfiguration, EvaluationConfiguration,
+                                         TrainingConfiguration)
 from workshop.models.factories import create_model
 from workshop.train.experiment import make_trainer, parse_config
 
@@ -30,6 +31,9 @@ class ConfigsTest(parameterized.TestCase):
                                     ("eval", EvaluationConfiguration)):
                 missing = set(schema.model_fields) - {"schema_version"} - set(config[section])
                 self.assertEmpty(missing, f"{name}: config.{section} lacks {sorted(missing)}")
+            for modality, schema in DATA_SECTIONS.items():  # every modality's section, whatever the dataset
+                missing = set(schema.model_fields) - set(config.data[modality])
+                self.assertEmpty(missing, f"{name}: config.data.{modality} lacks {sorted(missing)}")
         # A None default is a typed placeholder: it takes a value like a flag override does.
         config = importlib.import_module("workshop.train.configs.vae").get_config()
         config.lock()
@@ -63,6 +67,16 @@ class ConfigsTest(parameterized.TestCase):
         self.assertEqual(cfg.model.typed_parameters().hidden_features, [48, 48])
         with self.assertRaisesRegex(ValueError, "every_steps"):
             parse("vae.py", "--config.eval.every_steps=0")
+        # The data of each modality is set in its section; a field of another modality is refused by name.
+        cfg = parse("vae.py", "--config.data.image.binarize=fixed", "--config.data.dataset=mnist")
+        self.assertEqual((cfg.data.dataset, cfg.data.image.binarize, cfg.data.text), ("mnist", "fixed", None))
+        cfg = parse("transformer_text.py", "--config.data.text.sequence_length=64",
+                    "--config.data.text.tokenizer_path=/tmp/tok.json")
+        self.assertEqual((cfg.data.text.sequence_length, cfg.data.text.tokenizer_path), (64, "/tmp/tok.json"))
+        self.assertEqual((cfg.data.image, cfg.data.audio, cfg.data.protein), (None, None, None))
+        with self.assertRaisesRegex(ValueError, "data.text.sequence_length=8 is set, but data.dataset 'fashion_mnist' "
+                                                "is an image dataset"):
+            parse("vae.py", "--config.data.text.sequence_length=8")
 
     @parameterized.parameters(*_CONFIGS)
     def test_config_builds_and_steps(self, name):

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from absl.testing import absltest
 
+from workshop.core import dataset_registry
 from workshop.train import experiment, train_binary_testing
 from workshop.train.checkpointing import CheckpointMismatchError
 from workshop.train.configs import vae as vae_config
@@ -96,6 +97,41 @@ class ExperimentTest(absltest.TestCase):
         self.assertEqual(samples.shape, (5, 28, 28, 1))
         self.assertTrue(((samples >= 0) & (samples <= 1)).all())
         self.assertTrue(paths["png"].exists())
+
+    def test_a_dataset_registered_in_a_test_trains(self):
+        yy, xx = np.mgrid[:28, :28]
+        blobs = {}
+        for train, n in ((True, 48), (False, 24)):
+            centres = np.random.default_rng(int(train)).uniform(6, 22, size=(n, 2, 1, 1))
+            images = np.exp(-((yy - centres[:, 0]) ** 2 + (xx - centres[:, 1]) ** 2) / 30.0) * 255
+            blobs[train] = {"x": images[..., None].astype(np.uint8)}  # [N, 28, 28, 1]
+        dataset_registry.register_dataset("test-blobs", modality="image", loader=lambda data, train: blobs[train])
+        self.addCleanup(dataset_registry.unregister_dataset, "test-blobs")
+        config = _config(self.data_dir)
+        config.data.dataset = "test-blobs"
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        result = experiment.train_and_evaluate(config, workdir)
+        self.assertEqual(int(result.state.step), 6)
+        self.assertEqual(result.final_metrics["num_examples"], 24)  # the loader's test split, not the fixture's 32
+        self.assertEqual(experiment.load_experiment_config(workdir).data.dataset, "test-blobs")
+
+    def test_a_workdir_with_the_flat_data_fields_of_older_runs_restores(self):
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        experiment.train_and_evaluate(_config(self.data_dir), workdir)
+        saved = json.loads((workdir / "config.json").read_text())
+        sections = {"image": saved["data"].pop("image"), **{k: saved["data"].pop(k) for k in ("text", "audio", "protein")}}
+        self.assertEqual(sections, {"image": {"binarize": "dynamic"}, "text": None, "audio": None, "protein": None})
+        # config.json as written before the sections: every field flat.
+        saved["data"].update(binarize="dynamic", sequence_length=None, vocab_size=8192, tokenizer_path=None,
+                             sample_rate=16000, quantization_channels=256, subset="train-clean-100",
+                             test_subset="test-clean", window_stride=None, protein_frame="centred",
+                             coordinate_scale=1.0, coordinate_noise=0.0, noise_copies=1)
+        (workdir / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
+        cfg, _, state, record = restore_workdir(workdir)
+        self.assertEqual((record["step"], int(state.step)), (6, 6))
+        self.assertEqual((cfg.data.image.binarize, cfg.data.binarize, cfg.data.text), ("dynamic", "dynamic", None))
+        resumed = experiment.train_and_evaluate(_config(self.data_dir), workdir)  # the finished run, evaluated again
+        self.assertEqual(int(resumed.state.step), 6)
 
     def test_checkpoint_of_another_config_is_refused_by_name(self):
         workdir = self.create_tempdir().full_path

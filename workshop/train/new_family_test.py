@@ -67,7 +67,7 @@ def _config() -> ml_collections.ConfigDict:
     config.training = dict(num_steps=400, optimizer=dict(name="adam", learning_rate=0.05, schedule="constant"),
                            ema_decay=None, log_every=100, eval_every=400, eval_batches=1, checkpoint_every=200,
                            sample_every=400, num_samples=16, progress_bar=False)
-    config.data = dict(dataset="eight_gaussians", batch_size=256, eval_batch_size=500, binarize="none", prefetch=0)
+    config.data = dict(dataset="eight_gaussians", batch_size=256, eval_batch_size=500, prefetch=0)
     return with_defaults(config)
 
 

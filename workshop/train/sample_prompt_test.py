@@ -30,8 +30,8 @@ class SamplePromptTest(absltest.TestCase):
         config.training.update(num_steps=2, log_every=1, eval_every=None, checkpoint_every=2, sample_every=None,
                                progress_bar=False, tensorboard=False)
         config.training.optimizer.warmup_steps = 1
-        config.data.update(data_dir=str(corpus), sequence_length=16, vocab_size=300, batch_size=4,
-                           eval_batch_size=4)
+        config.data.update(data_dir=str(corpus), batch_size=4, eval_batch_size=4)
+        config.data.text.update(sequence_length=16, vocab_size=300)
         config.eval.final_eval = False
         cls.workdir = root / "run"
         experiment.train_and_evaluate(config, cls.workdir)

@@ -28,36 +28,36 @@ def write_decoded_samples(data: DataConfiguration, samples: np.ndarray,
     Args:
       data: the data configuration the model was trained on.
       samples: text: int token ids `[N, T]`; audio: int mu-law codes `[N, T]`
-        (`quantization_channels` levels) or float waveforms in [-1, 1].
+        (`data.audio.quantization_channels` levels) or float waveforms in [-1, 1].
       output_dir: an existing folder.
 
     Returns:
       `{"txt": <output_dir>/samples.txt}` (each sample under a `=== sample i ===`
       line, document separators shown as `<|endoftext|>`), or
       `{"wav_0": <output_dir>/sample_000.wav, ...}` (16-bit PCM at
-      `data.sample_rate`), or `{}`.
+      `data.audio.sample_rate`), or `{}`.
 
     Raises:
       FileNotFoundError: a text dataset whose tokenizer file is missing.
     """
     output_dir = pathlib.Path(output_dir)
     samples = np.asarray(samples)
-    if data.dataset in sources.TEXT_DATASETS:
+    if data.modality == "text":
         tokenizer = sources.run_tokenizer(data)
         texts = tokenizer.decode_batch([[int(i) for i in row] for row in samples.reshape(len(samples), -1)],
                                        skip_special_tokens=False)
         target = output_dir / "samples.txt"
         target.write_text("".join(f"=== sample {i} ===\n{text}\n\n" for i, text in enumerate(texts)), encoding="utf-8")
         return {"txt": target}
-    if data.dataset in sources.AUDIO_DATASETS:
+    if data.modality == "audio":
         if np.issubdtype(samples.dtype, np.integer):
-            if not data.quantization_channels:
-                raise ValueError("integer audio samples need data.quantization_channels (their mu-law levels)")
-            samples = mu_law_decode(samples, data.quantization_channels)
+            if not data.audio.quantization_channels:
+                raise ValueError("integer audio samples need data.audio.quantization_channels (their mu-law levels)")
+            samples = mu_law_decode(samples, data.audio.quantization_channels)
         waves = np.clip(samples.reshape(len(samples), -1).astype(np.float32), -1.0, 1.0)
         paths = {}
         for i, wave in enumerate(waves):
             paths[f"wav_{i}"] = output_dir / f"sample_{i:03d}.wav"
-            soundfile.write(paths[f"wav_{i}"], wave, data.sample_rate, subtype="PCM_16")
+            soundfile.write(paths[f"wav_{i}"], wave, data.audio.sample_rate, subtype="PCM_16")
         return paths
     return {}

@@ -24,7 +24,7 @@ class WriteDecodedSamplesTest(absltest.TestCase):
         for i, doc in enumerate(docs):
             with open(os.path.join(root, f"doc{i}.txt"), "w") as f:
                 f.write(doc)
-        data = DataConfiguration(dataset="text", data_dir=root, sequence_length=12, vocab_size=300)
+        data = DataConfiguration(dataset="text", data_dir=root, text=dict(sequence_length=12, vocab_size=300))
         train = sources.load_split(data, train=True)  # trains and saves the tokenizer
         out = self.create_tempdir().full_path
         text = write_decoded_samples(data, train["x"][:3], out)["txt"].read_text()
@@ -39,12 +39,12 @@ class WriteDecodedSamplesTest(absltest.TestCase):
         prompt = sources.encode_text_prompt(data, "the quick brown fox")
         decoded = write_decoded_samples(data, prompt[None], out)["txt"].read_text()
         self.assertEqual(decoded, "=== sample 0 ===\nthe quick brown fox\n\n")
-        missing = data.model_copy(update={"tokenizer_path": os.path.join(root, "missing.json")})
+        missing = data.model_copy(update={"text": data.text.model_copy(update={"tokenizer_path": os.path.join(root, "missing.json")})})
         with self.assertRaisesRegex(FileNotFoundError, "tokenizer .* not found"):
             write_decoded_samples(missing, train["x"][:1], out)
 
     def test_audio_samples_are_written_as_wav(self):
-        data = DataConfiguration(dataset="audio_folder", data_dir="/unused", sequence_length=64, sample_rate=8000)
+        data = DataConfiguration(dataset="audio_folder", data_dir="/unused", audio=dict(sequence_length=64, sample_rate=8000))
         codes = np.random.default_rng(0).integers(0, 256, (2, 64)).astype(np.int32)
         out = self.create_tempdir().full_path
         paths = write_decoded_samples(data, codes, out)

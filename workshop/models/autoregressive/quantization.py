@@ -72,7 +72,7 @@ def image_to_levels(x: jax.Array, num_levels: int, *, model_name: str = "this mo
         off = np.abs(scaled - np.round(scaled))
         if off.max() > _LEVEL_TOLERANCE:
             idx = tuple(int(i) for i in np.argwhere(off == off.max())[0])
-            hint = " (binarize the data, e.g. data.binarize='dynamic')" if num_levels == 2 else ""
+            hint = " (binarize the data, e.g. data.image.binarize='dynamic')" if num_levels == 2 else ""
             raise ValueError(
                 f"{model_name} models {num_levels} levels: image values must be multiples of 1/{top}; "
                 f"got {float(values[idx])!r} at index {idx}{hint}"

@@ -4,8 +4,11 @@ Every config file ends with `return with_defaults(config)`: the training,
 data and eval sections then hold every field of `TrainingConfiguration`,
 `DataConfiguration` and `EvaluationConfiguration` (a config file states only
 what it changes), so any field can be set from the command line, e.g.
-`--config.training.precision=bfloat16`, `--config.training.max_bad_steps=10`
-or `--config.eval.every_steps=100`, even one whose default is None.
+`--config.training.precision=bfloat16`, `--config.training.max_bad_steps=10`,
+`--config.eval.every_steps=100` or `--config.data.image.binarize=dynamic`,
+even one whose default is None. `config.data` holds every modality's section
+(`image`, `text`, `audio`, `protein`); `DataConfiguration` drops those of
+other modalities while they hold only defaults, and names any field set in one.
 
 List-valued model fields become tuples, the form ml_collections overrides:
 `--config.model.encoder_features=256,256`, or `=[256,256]` (a JSON list), or
@@ -41,14 +44,23 @@ def _scalar_type(annotation: typing.Any) -> type | None:
     return annotation if annotation in _SCALARS else None
 
 
+def _nested_schema(annotation: typing.Any) -> type[pydantic.BaseModel] | None:
+    """The configuration class of a nested section (`OptimizerConfiguration`, `TextData | None`), else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel) else None
+
+
 def _fill(section: config_dict.ConfigDict, schema: type[pydantic.BaseModel]) -> None:
     for name, field in schema.model_fields.items():
         if name == "schema_version":
             continue
-        if isinstance(field.annotation, type) and issubclass(field.annotation, pydantic.BaseModel):
-            if name not in section:
+        nested = _nested_schema(field.annotation)
+        if nested is not None:
+            if section.get(name) is None:
                 section[name] = config_dict.ConfigDict()
-            _fill(section[name], field.annotation)
+            _fill(section[name], nested)
         elif name not in section:
             default = field.get_default(call_default_factory=True)
             if default is None:

@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=1500,
         num_samples=64,
     )
-    config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=500, binarize="none")
+    config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=500, image=dict(binarize="none"))
     # log_prob's num_samples: stratified timesteps per test image (see DDPM.log_prob).
     config.eval = dict(likelihood_samples=16, max_test_batches=2)
     return with_defaults(config)

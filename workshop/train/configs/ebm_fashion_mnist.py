@@ -62,6 +62,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=250,
         num_samples=64,
     )
-    config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=64, binarize="none")
+    config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=64, image=dict(binarize="none"))
     config.eval = dict(final_eval=False)
     return with_defaults(config)

@@ -65,6 +65,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=500,
         num_samples=2000,
     )
-    config.data = dict(dataset="eight_gaussians", batch_size=128, eval_batch_size=500, binarize="none")
+    config.data = dict(dataset="eight_gaussians", batch_size=128, eval_batch_size=500)
     config.eval = dict(likelihood_samples=256)
     return with_defaults(config)

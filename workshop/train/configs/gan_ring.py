@@ -48,6 +48,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=1000,
         num_samples=2000,
     )
-    config.data = dict(dataset="eight_gaussians", batch_size=256, eval_batch_size=500, binarize="none")
+    config.data = dict(dataset="eight_gaussians", batch_size=256, eval_batch_size=500)
     config.eval = dict(final_eval=False)
     return with_defaults(config)

@@ -30,7 +30,7 @@ def get_config():
     config.model.decoder_features = (64, 32)
     config.model.parameters = dict(beta=0.1, reconstruction_loss="discretized_logistic", upsampling="subpixel",
                                    latent_channels=4)
-    config.data.binarize = "none"
+    config.data.image.binarize = "none"
     config.eval.likelihood_samples = 16
     config.eval.test_binarize = "fixed"
     config.training.num_steps = 3000

@@ -37,6 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=1000,
         num_samples=4096,
     )
-    config.data = dict(dataset="two_moons", batch_size=256, eval_batch_size=1000, binarize="none")
+    config.data = dict(dataset="two_moons", batch_size=256, eval_batch_size=1000)
     config.eval = dict(likelihood_samples=1)
     return with_defaults(config)

@@ -41,6 +41,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=None,  # samples once, at the end: 784 sequential steps
         num_samples=36,
     )
-    config.data = dict(dataset="fashion_mnist", batch_size=32, eval_batch_size=500, binarize="none")
+    config.data = dict(dataset="fashion_mnist", batch_size=32, eval_batch_size=500, image=dict(binarize="none"))
     config.eval = dict(final_eval=True)
     return with_defaults(config)

@@ -5,13 +5,13 @@ pymol-data ships under /usr/share/pymol/data (1TII, IL-2, a peptide and 1HPV,
 whose pre-1996 layout `protein_dataset` reads up to column 72; the two
 non-protein files there are skipped and counted). Chains are cut into
 windows of 16 consecutive residues with every CA present and no chain break,
-one starting at every residue (`window_stride=1`); the last 2 of the 11
+one starting at every residue (`protein.window_stride=1`); the last 2 of the 11
 chains (test_fraction 0.15: 1HPV chains A and B, HIV-1 protease, a fold not
 in the training chains) are held out. Each window is centred and turned onto
 its principal axes (a canonical pose, so the flow need not learn rotation
-invariance; chirality is kept), given in nm (`coordinate_scale=10` Angstrom)
+invariance; chirality is kept), given in nm (`protein.coordinate_scale=10` Angstrom)
 and flattened to `[48]`. The training split is 16 copies of each window with
-0.5 A of Gaussian noise (`coordinate_noise`): without it the flows fitted
+0.5 A of Gaussian noise (`protein.coordinate_noise`): without it the flows fitted
 the thin shells of the data (consecutive CAs 3.80 +- 0.02 A apart) and
 their inverse blew up between training windows.
 
@@ -64,12 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = dict(
         dataset="protein",
         data_dir="/usr/share/pymol/data",
-        sequence_length=_LENGTH,
-        window_stride=1,
-        protein_frame="principal_axes",
-        coordinate_scale=10.0,
-        coordinate_noise=0.5,
-        noise_copies=16,
+        protein=dict(sequence_length=_LENGTH, window_stride=1, frame="principal_axes", coordinate_scale=10.0,
+                     coordinate_noise=0.5, noise_copies=16),
         flatten=True,
         test_fraction=0.15,
         skip_bad_files=True,

@@ -40,6 +40,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=200,
         num_samples=64,
     )
-    config.data = dict(dataset="fashion_mnist", batch_size=32, eval_batch_size=500, binarize="none")
+    config.data = dict(dataset="fashion_mnist", batch_size=32, eval_batch_size=500, image=dict(binarize="none"))
     config.eval = dict(likelihood_samples=1)
     return with_defaults(config)

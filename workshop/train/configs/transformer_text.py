@@ -13,7 +13,7 @@ saved in `$WORKSHOP_CACHE_DIR/tokenizers/` (default `~/.cache/workshop`),
 under a name derived from the corpus (see
 `workshop.data.sources.tokenizer_file`); later runs and the sample binary
 reuse it, and `samples.txt` holds decoded text. Set
-`--config.data.tokenizer_path=<file>` to keep it elsewhere.
+`--config.data.text.tokenizer_path=<file>` to keep it elsewhere.
 
     tools/bazel run //workshop/train:train -- \
         --config=$PWD/workshop/train/configs/transformer_text.py --workdir=/tmp/transformer_text
@@ -58,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=None,  # once, at the end
         num_samples=4,
     )
-    config.data = dict(dataset="text", data_dir=_CORPUS, sequence_length=_SEQUENCE_LENGTH, vocab_size=_VOCAB_SIZE,
+    config.data = dict(dataset="text", data_dir=_CORPUS, text=dict(sequence_length=_SEQUENCE_LENGTH, vocab_size=_VOCAB_SIZE),
                        batch_size=32, eval_batch_size=256, test_fraction=0.05)
     config.eval = dict(final_eval=True)
     return with_defaults(config)

@@ -43,6 +43,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=5000,
         num_samples=64,
     )
-    config.data = dict(dataset="fashion_mnist", batch_size=128, eval_batch_size=500, binarize="dynamic")
+    config.data = dict(dataset="fashion_mnist", batch_size=128, eval_batch_size=500, image=dict(binarize="dynamic"))
     config.eval = dict(likelihood_samples=100, test_binarize="fixed")
     return with_defaults(config)

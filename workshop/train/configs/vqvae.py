@@ -12,6 +12,6 @@ def get_config():
         num_embeddings=128, commitment_cost=0.25, ema_decay=0.99, reconstruction_loss="discretized_logistic",
         upsampling="subpixel",
     )
-    config.data.binarize = "none"
+    config.data.image.binarize = "none"
     config.eval.likelihood_samples = 1
     return with_defaults(config)

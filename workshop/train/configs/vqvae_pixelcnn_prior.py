@@ -52,6 +52,6 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=3000,
         num_samples=64,
     )
-    config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=500, binarize="none")
+    config.data = dict(dataset="fashion_mnist", batch_size=64, eval_batch_size=500, image=dict(binarize="none"))
     config.eval = dict(likelihood_samples=1, max_test_batches=2)
     return with_defaults(config)

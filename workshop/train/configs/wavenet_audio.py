@@ -55,7 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=None,  # once, at the end (2048 sequential steps)
         num_samples=4,
     )
-    config.data = dict(dataset="audio_folder", data_dir=_SPEECH, sequence_length=_CROP, sample_rate=_SAMPLE_RATE,
-                       quantization_channels=256, batch_size=8, eval_batch_size=32, test_fraction=0.05)
+    config.data = dict(dataset="audio_folder", data_dir=_SPEECH,
+                       audio=dict(sequence_length=_CROP, sample_rate=_SAMPLE_RATE, quantization_channels=256),
+                       batch_size=8, eval_batch_size=32, test_fraction=0.05)
     config.eval = dict(final_eval=True)
     return with_defaults(config)
