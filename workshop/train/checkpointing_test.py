@@ -257,9 +257,7 @@ class CheckpointingTest(parameterized.TestCase):
         child = textwrap.dedent(f"""
             import os, numpy as np
             from flax import nnx
-            from workshop.core.configuration import ModelConfiguration, TrainingConfiguration
-from workshop.data.datasets.toy import sample_toy
-from workshop.models.ebm import EBM
+            from workshop.core.configuration import TrainingConfiguration
             from workshop.train.checkpointing import Checkpointer
             from workshop.train.trainer import Trainer
 
