@@ -35,6 +35,7 @@ from workshop.core.paths import user_path
 from workshop.models.latent import content_hash
 
 __all__ = [
+    "Restore",
     "Upstream",
     "UpstreamChangedError",
     "check_unchanged",
