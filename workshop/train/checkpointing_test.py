@@ -1,4 +1,5 @@
-"""Tests for checkpoint round-trips, the mismatch error, corruption checks and fallback, crashes mid-save."""
+"""Tests for checkpoint round-trips (model state beyond parameters included), the mismatch error, corruption checks
+and fallback, crashes mid-save."""
 
 import errno
 import os
@@ -16,7 +17,9 @@ from absl.testing import absltest, parameterized
 from flax import nnx
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from workshop.core.configuration import TrainingConfiguration
+from workshop.core.configuration import ModelConfiguration, TrainingConfiguration
+from workshop.data.datasets.toy import sample_toy
+from workshop.models.ebm import EBM
 from workshop.train.callbacks import CheckpointCallback
 from workshop.train.checkpointing import (
     CheckpointMismatchError,
@@ -377,6 +380,39 @@ class CheckpointingTest(parameterized.TestCase):
 
     def test_array_shapes_paths(self):
         self.assertEqual(array_shapes({"a": {"b": jnp.zeros((2, 3))}, "c": [jnp.zeros(4)]}), {"a/b": [2, 3], "c/0": [4]})
+
+
+class ModelStateTest(absltest.TestCase):
+    """State that is not a parameter (an EBM's replay buffer of MCMC chains) is checkpointed and resumes."""
+
+    def test_ebm_round_trip_resumes_the_same_chains(self):
+        cfg = ModelConfiguration(model_type="ebm", input_shape=(2,), encoder_features=[16, 16], backbone_type="mlp",
+                                 parameters=dict(mcmc_steps=5, step_size=0.01, buffer_size=64, init_range=(-3.0, 3.0),
+                                                 prior_std=2.0))
+        training = TrainingConfiguration(num_steps=10, ema_decay=0.9)
+        data = sample_toy("eight_gaussians", 64)[0]
+        batches = [{"x": data[i * 16:(i + 1) * 16], "label": np.zeros(16, np.int32)} for i in range(4)]
+        trainer = Trainer(EBM(cfg, rngs=nnx.Rngs(0)), training)
+        state = trainer.init_state()
+        for batch in batches[:2]:
+            state, _ = trainer.train_step(state, batch)
+        ckpt = Checkpointer(self.create_tempdir().full_path)
+        ckpt.save(state)
+        ckpt.wait()
+        fresh = Trainer(EBM(cfg, rngs=nnx.Rngs(1)), training)  # other initial weights and buffer
+        restored, record = ckpt.restore(fresh.init_state())
+        ckpt.close()
+        self.assertIn("rest/replay_buffer", record["shapes"])
+        np.testing.assert_array_equal(restored.rest["replay_buffer"][...], state.rest["replay_buffer"][...])
+        # The buffer differs from a fresh one, so equal chains below come from the restored buffer.
+        fresh_buffer = fresh.init_state().rest["replay_buffer"][...]
+        self.assertFalse(np.array_equal(fresh_buffer, state.rest["replay_buffer"][...]))
+        resumed = restored
+        for batch in batches[2:]:
+            state, m1 = trainer.train_step(state, batch)
+            resumed, m2 = fresh.train_step(resumed, batch)
+        np.testing.assert_allclose(resumed.rest["replay_buffer"][...], state.rest["replay_buffer"][...], atol=1e-6)
+        self.assertAlmostEqual(float(m1["loss"]), float(m2["loss"]), places=5)
 
 
 if __name__ == "__main__":

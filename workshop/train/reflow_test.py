@@ -127,6 +127,8 @@ class ReflowRunTest(absltest.TestCase):
             cached = pairs["x"].copy()
         made_by = json.loads((student_dir / "teacher_data.json").read_text())
         self.assertEqual((made_by["teacher_workdir"], made_by["teacher_step"]), (str(teacher_dir), 2))
+        self.assertEqual(made_by["teacher_checkpoint"], str(teacher_dir / "checkpoints" / "2"))
+        self.assertLen(made_by["teacher_hash"], 64)
 
         # Resuming reuses the cached pairs (the teacher is not asked again).
         resumed = student(4)
@@ -136,8 +138,9 @@ class ReflowRunTest(absltest.TestCase):
 
         # A teacher trained further is another teacher: its pairs would differ.
         experiment.train_and_evaluate(_tiny(flow_matching_config.get_config(), data_dir, 4), teacher_dir)
-        with self.assertRaisesRegex(ValueError, "teacher_data.npz was made by the teacher .*'teacher_step': 2.*"
-                                                "'teacher_step': 4"):
+        with self.assertRaisesRegex(ValueError, "the teacher .* has changed since .*teacher_data.npz was made from "
+                                                "it: the recorded checkpoint .*checkpoints/2 had weights SHA-256 "
+                                                "[0-9a-f]{16}.*, .*checkpoints/4 has [0-9a-f]{16}"):
             student(6)
 
 

@@ -17,21 +17,13 @@ models (FID, KID, PRDC; `quality.json`). Models of text also write the decoded t
 see `workshop.train.sample_writers`).
 """
 
-import json
-import pathlib
-import time
+import contextlib
 
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from workshop.core.protocols import SuperResolutionModel
-from workshop.data.sources import encode_text_prompt
-from workshop.eval.quality import sample_quality
-from workshop.models.diffusion import average_pool
-from workshop.train import cli, experiment
+from workshop.train import cli, sample_requests
 from workshop.train.cli import quiet_library_logs, user_path
-from workshop.train.image_grid import save_labelled_panels
 from workshop.train.sample_writers import write_decoded_samples
 from workshop.train.sampling import restore_workdir, write_samples
 
@@ -77,126 +69,75 @@ def main(argv):
     quiet_library_logs()
     workdir = user_path(_WORKDIR.value)
     cfg, trainer, state, record = restore_workdir(workdir, step=_STEP.value)
-    labels = None
-    if _LABELS.value:
-        if not trainer.conditional:
-            raise app.UsageError("--labels given, but this model is not conditional")
-        labels = np.resize(np.array([int(v) for v in _LABELS.value], np.int32), _NUM_SAMPLES.value)
     output_dir = user_path(_OUTPUT_DIR.value) if _OUTPUT_DIR.value else workdir / "generated"
     options = {name: flag.value for name, flag in
                (("sampler", _SAMPLER), ("steps", _STEPS), ("guidance_scale", _GUIDANCE), ("temperature", _TEMPERATURE),
                 ("top_k", _TOP_K), ("top_p", _TOP_P)) if flag.value is not None}
-    if _PROMPT.value is not None or _PROMPT_FILE.value:
-        options["prompt"] = _prompt(cfg)
-    num_samples = _NUM_SAMPLES.value
-    originals = None
-    if _LOW_RES.value and _TEST_IMAGES.value:
-        raise app.UsageError("give --low_res or --test_images, not both")
-    if _LOW_RES.value or _TEST_IMAGES.value:
-        flag = "--low_res" if _LOW_RES.value else "--test_images"
-        model = trainer.model_from_state(state)
-        if not isinstance(model, SuperResolutionModel):
-            raise app.UsageError(f"{flag} given, but model_type {model.model_type!r} of {workdir} is not a "
-                                 "super-resolution model")
-        if _LOW_RES.value:
-            path = user_path(_LOW_RES.value)
-            try:
-                low_res = np.load(path)
-            except (OSError, ValueError) as err:
-                raise app.UsageError(f"--low_res={_LOW_RES.value}: cannot read a .npy array ({err})") from None
-        else:
-            originals = _test_images(cfg, _TEST_IMAGES.value)
-            low_res = np.asarray(average_pool(jnp.asarray(originals), model.downsample_factor))
-        try:
-            options["low_res"] = np.asarray(model.check_low_res(low_res))
-        except ValueError as err:
-            raise app.UsageError(f"{flag}={_LOW_RES.value or _TEST_IMAGES.value}: {err}") from None
-        num_samples = len(low_res)
-        if labels is not None:
-            labels = np.resize(labels, num_samples)
-    if _CONSISTENCY.value:
-        options["consistency"] = True
-    if _COMPARE.value:
-        _compare(trainer, state, output_dir, num_samples, labels, options)
-        print(f"restored step {record['step']} from {workdir}")
-        return
-    try:
-        paths = write_samples(trainer, state, output_dir, num_samples=num_samples, seed=_SEED.value,
-                              labels=labels, options=options)
-        paths.update(write_decoded_samples(cfg.data, np.load(paths["npy"]), output_dir))
-    except ValueError as err:
-        raise app.UsageError(str(err)) from None
-    if "low_res" in options:  # each input, enlarged to the output's size, beside its sample
-        samples = np.load(paths["npy"])
-        factor = samples.shape[1] // options["low_res"].shape[1]
-        shown = np.repeat(np.repeat(options["low_res"], factor, axis=1), factor, axis=2)
-        panels = [(f"input ({factor}x enlarged)", shown), ("samples", samples)]
-        if originals is not None:
-            panels.append(("original", originals))
-        path = save_labelled_panels(panels, output_dir / "super_resolution.png")
-        print(f"wrote {path}")
-    if _QUALITY.value:
-        paths["quality"] = _score(cfg, np.load(paths["npy"]), output_dir)
-    print(f"restored step {record['step']} from {workdir}")
-    for kind, path in sorted(paths.items()):
-        print(f"wrote {path}")
-
-
-def _prompt(cfg) -> np.ndarray:
-    """The prefix of --prompt (text, encoded with the run's tokenizer) or --prompt_file (a .npy array)."""
     if _PROMPT.value is not None and _PROMPT_FILE.value:
         raise app.UsageError("give --prompt (text) or --prompt_file (.npy), not both")
     if _PROMPT.value is not None:
-        try:
-            return encode_text_prompt(cfg.data, _PROMPT.value)
-        except (ValueError, FileNotFoundError) as err:
-            raise app.UsageError(f"--prompt: {err}") from None
+        with _usage_errors("--prompt"):
+            options["prompt"] = sample_requests.read_prompt(cfg.data, text=_PROMPT.value)
+    elif _PROMPT_FILE.value:
+        with _usage_errors(f"--prompt_file={_PROMPT_FILE.value}"):
+            options["prompt"] = sample_requests.read_prompt(cfg.data, path=user_path(_PROMPT_FILE.value))
+    num_samples, low_res, originals = _NUM_SAMPLES.value, None, None
+    if _LOW_RES.value and _TEST_IMAGES.value:
+        raise app.UsageError("give --low_res or --test_images, not both")
+    if _LOW_RES.value:
+        with _usage_errors(f"--low_res={_LOW_RES.value}"):
+            low_res = sample_requests.super_resolution_input(
+                trainer.model_from_state(state), low_res=sample_requests.read_npy(user_path(_LOW_RES.value)))
+    elif _TEST_IMAGES.value:
+        originals = sample_requests.first_test_images(cfg.data, _TEST_IMAGES.value)
+        if len(originals) < _TEST_IMAGES.value:
+            raise app.UsageError(f"--test_images={_TEST_IMAGES.value}, but the test split of {cfg.data.dataset!r} "
+                                 f"has {len(originals)} images")
+        with _usage_errors(f"--test_images={_TEST_IMAGES.value}"):
+            low_res = sample_requests.super_resolution_input(trainer.model_from_state(state), originals=originals)
+    if low_res is not None:
+        options["low_res"], num_samples = low_res, len(low_res)
+    labels = None
+    if _LABELS.value:
+        with _usage_errors(f"--labels={','.join(_LABELS.value)}"):
+            labels = sample_requests.class_labels(trainer, _LABELS.value, num_samples)
+    if _CONSISTENCY.value:
+        options["consistency"] = True
+    if _COMPARE.value:
+        with _usage_errors("--compare"):
+            pairs = sample_requests.parse_sampler_steps(_COMPARE.value)
+        with _usage_errors():
+            runs, picture = sample_requests.compare_samplers(trainer, state, output_dir, pairs, num_samples=num_samples,
+                                                             seed=_SEED.value, labels=labels, options=options)
+        for run in runs:
+            print(f"{run.sampler}, {run.steps} steps: {run.seconds:.1f} s (compile included); wrote {run.npy}")
+        print(f"wrote {picture}")
+        print(f"restored step {record['step']} from {workdir}")
+        return
+    with _usage_errors():
+        paths = write_samples(trainer, state, output_dir, num_samples=num_samples, seed=_SEED.value,
+                              labels=labels, options=options)
+        paths.update(write_decoded_samples(cfg.data, np.load(paths["npy"]), output_dir))
+    if low_res is not None:
+        paths["super_resolution"] = sample_requests.save_super_resolution_panel(
+            low_res, np.load(paths["npy"]), output_dir / "super_resolution.png", originals=originals)
+    if _QUALITY.value:
+        with _usage_errors("--quality"):
+            paths["quality"], scores = sample_requests.score_samples(cfg.data, np.load(paths["npy"]), output_dir,
+                                                                     seed=_SEED.value)
+        print(sample_requests.describe_quality(scores))
+    print(f"restored step {record['step']} from {workdir}")
+    for _, path in sorted(paths.items()):
+        print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _usage_errors(flag: str | None = None):
+    """Reports a library's ValueError (or missing file) as a usage error, after the flag that asked for it."""
     try:
-        return np.load(user_path(_PROMPT_FILE.value))
-    except (OSError, ValueError) as err:
-        raise app.UsageError(f"--prompt_file={_PROMPT_FILE.value}: cannot read a .npy array ({err})") from None
-
-
-def _score(cfg, samples: np.ndarray, output_dir) -> pathlib.Path:
-    """FID/KID/PRDC of `samples` against the test set of the workdir's dataset, written to quality.json."""
-    try:
-        scores = sample_quality(samples, dataset=cfg.data.dataset, num_samples=None, data_dir=cfg.data.data_dir,
-                                seed=_SEED.value)
-    except (ValueError, FileNotFoundError) as err:  # FeatureNetworkMissingError names the command that makes it
-        raise app.UsageError(f"--quality: {err}") from None
-    path = output_dir / "quality.json"
-    path.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
-    print(f"FID {scores['fid']:.2f}, KID {scores['kid']:.4f} +- {scores['kid_std']:.4f}, precision "
-          f"{scores['precision']:.3f}, recall {scores['recall']:.3f}, density {scores['density']:.3f}, coverage "
-          f"{scores['coverage']:.3f} ({scores['num_samples']} samples vs {scores['num_reference']} test images)")
-    return path
-
-
-def _test_images(cfg, n: int) -> np.ndarray:
-    """The first n test images of the workdir's dataset, `[n, H, W, C]` floats in [0, 1]."""
-    images = np.asarray(experiment.data_source(cfg.data, train=False)["x"][:n])
-    if len(images) < n:
-        raise app.UsageError(f"--test_images={n}, but the test split of {cfg.data.dataset!r} has {len(images)} images")
-    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-
-
-def _compare(trainer, state, output_dir, num_samples, labels, options) -> None:
-    """Same seed through each sampler:steps of --compare; one labelled panel each in samplers.png."""
-    panels = []
-    for item in _COMPARE.value:
-        name, _, steps = item.partition(":")
-        if not steps.isdigit():
-            raise app.UsageError(f"--compare entry {item!r} must be sampler:steps, e.g. ddim:50")
-        start = time.perf_counter()
-        try:
-            paths = write_samples(trainer, state, output_dir / f"{name}_{steps}", num_samples=num_samples,
-                                  seed=_SEED.value, labels=labels, options=dict(options, sampler=name, steps=int(steps)))
-        except ValueError as err:
-            raise app.UsageError(str(err)) from None
-        print(f"{name}, {steps} steps: {time.perf_counter() - start:.1f} s (compile included); wrote {paths['npy']}")
-        panels.append((f"{name}, {steps} steps", np.load(paths["npy"])))
-    save_labelled_panels(panels, output_dir / "samplers.png")
-    print(f"wrote {output_dir / 'samplers.png'}")
+        yield
+    except (ValueError, FileNotFoundError) as err:
+        raise app.UsageError(f"{flag}: {err}" if flag else str(err)) from None
 
 
 def run():

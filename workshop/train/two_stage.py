@@ -4,15 +4,17 @@ Importing this module installs `load_autoencoder` as the loader of
 `workshop.models.latent` (models must not import the training code), so
 `create_model` can build a "latent" model from
 `parameters.autoencoder_workdir`. The first stage is restored with
-`sampling.restore_workdir`, the code the sample binary uses, with its EMA
-weights.
+`experiment.restore_workdir`, the code the sample binary uses, with its EMA
+weights (`workshop.train.upstream`).
 
 `prepare_two_stage` runs before a second stage is built for training: it
 checks the first stage against the data, estimates the latent scale once,
 and records in the configuration (hence in config.json and in every
-checkpoint's record) the first stage's checkpoint directory and the SHA-256
-of its weights. A resumed run, or the sample binary, that finds another
-first stage there refuses it (`StageOneChangedError`).
+checkpoint's record) the first stage's workdir, checkpoint directory and the
+SHA-256 of its weights (`Upstream.record`). A resumed run, or the sample
+binary, that finds a first stage with other weights refuses it
+(`StageOneChangedError`); a copy of its workdir elsewhere is the same first
+stage.
 """
 
 from __future__ import annotations
@@ -25,59 +27,62 @@ from typing import Any
 
 import numpy as np
 
-from workshop.core.paths import user_path
 from workshop.core.protocols import Autoencoder
-from workshop.models.latent import LatentParameters, StageOne, StageOneChangedError, content_hash
-from workshop.models.latent import estimate_latent_scale, load_stage_one, set_stage_one_loader
+from workshop.models.latent import LatentParameters, StageOne, StageOneChangedError
+from workshop.models.latent import estimate_latent_scale, set_stage_one_loader
+from workshop.train.upstream import Upstream, check_unchanged, find_upstream, restore_upstream
 
 __all__ = ["load_autoencoder", "prepare_two_stage"]
 
 _log = logging.getLogger(__name__)
 _SCALE_BATCH = 256
-# (workdir, step, the step directory's mtime) -> StageOne: a first stage is read once per process.
-_cache: dict[tuple[str, int, int], StageOne] = {}
+_FIELD, _ROLE = "autoencoder_workdir", "first stage"
+# (workdir, step, the step directory's mtime) -> Upstream: a first stage is read once per process.
+_cache: dict[tuple[str, int, int], Upstream] = {}
 
 
-def _steps(checkpoints: pathlib.Path) -> list[int]:
-    return sorted(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit() and p.is_dir())
+def _first_stage(workdir: str, checkpoint: str | None = None) -> Upstream:
+    """The trained autoencoder of `workdir` (its newest checkpoint, or the step of the directory `checkpoint`).
+
+    Raises:
+      FileNotFoundError: no such workdir, no checkpoint in it, or the recorded
+        checkpoint's step is gone (each message names the path).
+      ValueError: the workdir's model is not an autoencoder.
+    """
+    from workshop.train.experiment import restore_workdir  # the experiment imports this module
+
+    path, steps = find_upstream(workdir, field=_FIELD, role=_ROLE)
+    if checkpoint is None:
+        step = steps[-1]
+    else:
+        name = pathlib.Path(checkpoint).name
+        if not name.isdigit() or int(name) not in steps:
+            raise FileNotFoundError(f"{_FIELD} {workdir}: the first-stage checkpoint {checkpoint} recorded for this "
+                                    f"model is gone ({path} has steps {steps}); retrain the second stage")
+        step = int(name)
+    key = (str(path), step, (path / "checkpoints" / str(step)).stat().st_mtime_ns)
+    if key not in _cache:
+        stage = restore_upstream(path, step, field=_FIELD, role=_ROLE, restore=restore_workdir)
+        if not isinstance(stage.model, Autoencoder):
+            raise ValueError(f"{_FIELD} {workdir}: its model_type {stage.config.model.model_type!r} is not an "
+                             "autoencoder (no encode_codes/decode_codes); train a vae, beta-vae or vqvae as the "
+                             "first stage")
+        _cache[key] = stage
+    return _cache[key]
 
 
 def load_autoencoder(workdir: str, checkpoint: str | None = None) -> StageOne:
     """The trained autoencoder of `workdir` (its newest checkpoint, or the directory `checkpoint`).
+
+    The loader of `workshop.models.latent` (`set_stage_one_loader`).
 
     Raises:
       FileNotFoundError: no such workdir, no checkpoint in it, or the recorded
         checkpoint is gone (each message names the path).
       ValueError: the workdir's model is not an autoencoder.
     """
-    from workshop.train.sampling import restore_workdir  # sampling imports the experiment, which imports this
-
-    path = user_path(workdir).absolute()
-    what = f"autoencoder_workdir {workdir!r}"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{what}: {path} is not a workdir written by //workshop/train:train (no config.json); "
-                                "train the first stage there first")
-    if checkpoint is None:
-        steps = _steps(path / "checkpoints")
-        if not steps:
-            raise FileNotFoundError(f"{what}: {path} has no checkpoint yet; train the first stage there first")
-        step = steps[-1]
-    else:
-        step_dir = pathlib.Path(checkpoint)
-        if not step_dir.name.isdigit() or not step_dir.is_dir():
-            raise FileNotFoundError(f"{what}: the first-stage checkpoint {checkpoint} recorded for this model is gone "
-                                    f"(have steps {_steps(path / 'checkpoints')}); retrain the second stage")
-        step = int(step_dir.name)
-    step_dir = path / "checkpoints" / str(step)
-    key = (str(path), step, step_dir.stat().st_mtime_ns)
-    if key not in _cache:
-        cfg, trainer, state, record = restore_workdir(path, step=step)
-        model = trainer.model_from_state(state)
-        if not isinstance(model, Autoencoder):
-            raise ValueError(f"{what}: its model_type {cfg.model.model_type!r} is not an autoencoder (no "
-                             "encode_codes/decode_codes); train a vae, beta-vae or vqvae as the first stage")
-        _cache[key] = StageOne(model, str(step_dir), content_hash(model), cfg.model.model_type)
-    return _cache[key]
+    stage = _first_stage(workdir, checkpoint)
+    return StageOne(stage.model, str(stage.checkpoint), stage.sha256, stage.config.model.model_type)
 
 
 set_stage_one_loader(load_autoencoder)
@@ -106,7 +111,7 @@ def prepare_two_stage(cfg, workdir: str | pathlib.Path, train_source: dict[str, 
 
     Raises:
       ValueError: no autoencoder_workdir, or the data's shape is not the first stage's.
-      StageOneChangedError: the first stage differs from the one recorded.
+      StageOneChangedError: the first stage's weights differ from the ones recorded.
     """
     params = cfg.model.typed_parameters()
     if not isinstance(params, LatentParameters):
@@ -115,29 +120,24 @@ def prepare_two_stage(cfg, workdir: str | pathlib.Path, train_source: dict[str, 
         raise ValueError("model_type 'latent' needs --config.model.parameters.autoencoder_workdir: the workdir of "
                          "a trained autoencoder")
     recorded = _recorded_parameters(pathlib.Path(workdir))
-    stage = load_stage_one(params.autoencoder_workdir,
-                           params.autoencoder_checkpoint or recorded.get("autoencoder_checkpoint"))
-    expected = params.autoencoder_hash or recorded.get("autoencoder_hash")
-    if expected is not None and expected != stage.content_hash:
-        raise StageOneChangedError(
-            f"the first stage {stage.checkpoint} has changed since {workdir} was trained on it (weights hash "
-            f"{stage.content_hash[:16]}..., recorded {expected[:16]}...); retrain the second stage in a new workdir")
+    checkpoint = params.autoencoder_checkpoint or recorded.get("autoencoder_checkpoint")
+    stage = _first_stage(params.autoencoder_workdir, checkpoint)
+    check_unchanged(stage, recorded_checkpoint=checkpoint,
+                    recorded_hash=params.autoencoder_hash or recorded.get("autoencoder_hash"),
+                    since=f"{workdir} was trained on it", remedy="retrain the second stage in a new workdir",
+                    error=StageOneChangedError)
     autoencoder = stage.model
     data_shape = tuple(np.shape(train_source["x"])[1:])
     if data_shape != tuple(autoencoder.input_shape):
         raise ValueError(f"the data's examples have shape {data_shape} but the first stage in "
-                         f"{params.autoencoder_workdir} ({stage.model_type}) takes {tuple(autoencoder.input_shape)}")
+                         f"{params.autoencoder_workdir} ({stage.config.model.model_type}) takes "
+                         f"{tuple(autoencoder.input_shape)}")
     scale = params.latent_scale or recorded.get("latent_scale")
     if scale is None and not autoencoder.discrete_codes:
         x = train_source["x"][: params.scale_examples]
         scale = estimate_latent_scale(autoencoder, (x[i:i + _SCALE_BATCH] for i in range(0, len(x), _SCALE_BATCH)))
         _log.info("latent_scale %.6g: the codes of %d training examples have std %.6g", scale, len(x), 1.0 / scale)
-    updated = {
-        **cfg.model.parameters,
-        "autoencoder_workdir": str(user_path(params.autoencoder_workdir).absolute()),
-        "autoencoder_checkpoint": stage.checkpoint,
-        "autoencoder_hash": stage.content_hash,
-    }
+    updated = {**cfg.model.parameters, **stage.record("autoencoder")}
     if scale is not None:
         updated["latent_scale"] = float(scale)
     model = cfg.model.model_validate({**cfg.model.to_dict(), "parameters": updated})
