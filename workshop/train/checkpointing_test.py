@@ -255,7 +255,7 @@ class CheckpointingTest(parameterized.TestCase):
         # background write of step 2 is still running.
         directory = self.create_tempdir().full_path
         child = textwrap.dedent(f"""
-            import os, numpy as np
+            import os, time, numpy as np
             from flax import nnx
             from workshop.core.configuration import TrainingConfiguration
             from workshop.train.checkpointing import Checkpointer
@@ -277,6 +277,12 @@ class CheckpointingTest(parameterized.TestCase):
                 ckpt.save(state)
                 if int(state.step) == 1:
                     ckpt.wait()
+            # Die once the background write of step 2 has begun (on a busy machine the
+            # thread may not have started when save() returns), before it can finish.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                    n.startswith("2.orbax-checkpoint-tmp") for n in os.listdir({directory!r})):
+                time.sleep(0.0005)
             os._exit(3)  # the process dies mid-save, like kill -9
         """)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
