@@ -236,10 +236,13 @@ class LearnsFromTeacher(Protocol):
     Reflow (Liu et al. 2023, arXiv:2209.03003) trains on the (noise, sample)
     pairs of a flow; the experiment restores `teacher_workdir` (config and
     checkpoint) and caches what `teacher_data` returns in the student's
-    workdir.
+    workdir. With `init_from_teacher` the student starts from the teacher's
+    (EMA) weights, as Liu et al. initialise the 2-rectified flow from the
+    1-rectified one.
     """
 
     teacher_workdir: str | None
+    init_from_teacher: bool
 
     def teacher_data(self, teacher: Any, source: dict[str, Any], *, seed: int) -> dict[str, Any]:
         """The training source (`{"x": [N, ...], ...}` numpy arrays) that `teacher` makes.

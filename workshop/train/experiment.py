@@ -49,7 +49,7 @@ from workshop.models.factories import create_model
 from workshop.train import callbacks as cb
 from workshop.train.checkpointing import Checkpointer
 from workshop.train.periodic_eval import PeriodicEvaluation
-from workshop.train.teacher import teacher_source
+from workshop.train.teacher import initial_weights, teacher_source
 from workshop.train.trainer import Trainer, TrainState
 from workshop.train.two_stage import prepare_two_stage  # also installs the first-stage loader of latent models
 
@@ -322,8 +322,13 @@ def train_and_evaluate(
     test_source = data_source(cfg.data, train=False)
     cfg = prepare_two_stage(cfg, workdir, train_source)  # a second stage: its first stage resolved and recorded
 
+    warm_start = None  # reflow's student: its teacher's weights (set below)
+
     def build_model() -> nnx.Module:
-        return create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
+        built = create_model(cfg.model, rngs=nnx.Rngs(cfg.training.seed))
+        if warm_start is not None:
+            nnx.update(built, warm_start)
+        return built
 
     # On a mesh the trainer creates the parameters straight into their shardings
     # (no device holds a whole FSDP-sharded array); here the model is only needed abstractly.
@@ -333,7 +338,12 @@ def train_and_evaluate(
         model.check_inputs(train_source["x"])
         model.check_inputs(test_source["x"])
     if isinstance(model, LearnsFromTeacher) and model.teacher_workdir:  # reflow: the teacher's pairs
-        train_source = teacher_source(model, workdir, train_source, seed=cfg.training.seed, restore=restore_workdir)
+        train_source, teacher = teacher_source(model, workdir, train_source, seed=cfg.training.seed,
+                                               restore=restore_workdir)
+        if model.init_from_teacher:  # a resumed run reads its checkpoint instead
+            warm_start = initial_weights(model, teacher)
+            if not on_mesh:
+                nnx.update(model, warm_start)
     trainer = make_trainer(build_model if on_mesh else model, cfg)
     data_order = _data_order(cfg, train_source)
     # Created only now: a command that fails before (config, data, model) leaves nothing behind.

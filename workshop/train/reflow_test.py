@@ -11,6 +11,7 @@ them, and refuses a changed teacher.
 
 import json
 import pathlib
+import types
 
 import jax
 import numpy as np
@@ -21,6 +22,7 @@ from workshop.core.configuration import ModelConfiguration, TrainingConfiguratio
 from workshop.models.diffusion import FlowMatching
 from workshop.models.factories import create_model
 from workshop.train import experiment, train_binary_testing
+from workshop.train import teacher as teacher_lib
 from workshop.train.configs import flow_matching as flow_matching_config
 from workshop.train.configs import reflow as reflow_config
 from workshop.train.trainer import Trainer
@@ -90,6 +92,18 @@ class ReflowModelTest(absltest.TestCase):
         with self.assertRaisesRegex(ValueError, r"input_shape \(8, 4, 1\), this model \(8, 8, 1\)"):
             student.teacher_data(wider, {"x": _prototypes(4)}, seed=0)
 
+    def test_a_teacher_with_another_network_cannot_initialise_the_student(self):
+        student = _model(teacher_workdir="runs/x")
+        wider = create_model(ModelConfiguration(model_type="flow_matching", input_shape=_SHAPE, backbone_type="dit",
+                                                parameters=dict(patch_size=4, hidden_size=16, depth=1, num_heads=2)),
+                             rngs=nnx.Rngs(0))
+        upstream = types.SimpleNamespace(model=wider, workdir=pathlib.Path("runs/x"))
+        with self.assertRaisesRegex(ValueError, r"init_from_teacher: the teacher in runs/x has another network "
+                                                r"\(\d+ parameters\) than this model \(\d+\).*init_from_teacher=False"):
+            teacher_lib.initial_weights(student, upstream)
+        same = teacher_lib.initial_weights(student, types.SimpleNamespace(model=_model(), workdir=None))
+        self.assertEqual(jax.tree.structure(same), jax.tree.structure(nnx.state(student, nnx.Param)))
+
 
 def _tiny(config, data_dir, num_steps):
     config.model.backbone_type = "dit"
@@ -112,6 +126,7 @@ class ReflowRunTest(absltest.TestCase):
         def student(num_steps, teacher=teacher_dir):
             config = _tiny(reflow_config.get_config(), data_dir, num_steps)
             config.model.parameters.update(teacher_workdir=str(teacher), reflow_pairs=16, teacher_steps=2)
+            config.training.seed = 1  # random weights unlike the teacher's, but it starts from the teacher's
             return experiment.train_and_evaluate(config, student_dir)
 
         with self.assertRaisesRegex(FileNotFoundError, f"teacher_workdir {root / 'none'}: .*config.json does not "
@@ -121,6 +136,13 @@ class ReflowRunTest(absltest.TestCase):
 
         result = student(2)
         self.assertIsNone(result.stop_reason)
+        # The student started from the teacher's EMA weights (Liu et al.): two Adam steps of
+        # learning rate 1e-3 from them move no weight by more than about 2e-3.
+        _, teacher_trainer, teacher_state, _ = experiment.restore_workdir(teacher_dir)
+        start = nnx.state(teacher_trainer.model_from_state(teacher_state), nnx.Param)
+        now = nnx.state(result.trainer.model_from_state(result.state), nnx.Param)
+        drift = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(now)))
+        self.assertLess(drift, 3e-3)
         with np.load(student_dir / "teacher_data.npz") as pairs:
             self.assertEqual(pairs["x"].shape, (16, 28, 28, 1))
             self.assertEqual(pairs["noise"].shape, (16, 28, 28, 1))

@@ -20,12 +20,14 @@ import logging
 import pathlib
 import time
 
+import jax
 import numpy as np
+from flax import nnx
 
 from workshop.core.protocols import LearnsFromTeacher
-from workshop.train.upstream import Restore, check_unchanged, load_upstream
+from workshop.train.upstream import Restore, Upstream, check_unchanged, load_upstream
 
-__all__ = ["CACHE", "teacher_source"]
+__all__ = ["CACHE", "initial_weights", "teacher_source"]
 
 _log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ CACHE = "teacher_data.npz"
 
 
 def teacher_source(model: LearnsFromTeacher, workdir: pathlib.Path, source: dict[str, np.ndarray], *, seed: int,
-                   restore: Restore) -> dict[str, np.ndarray]:
+                   restore: Restore) -> tuple[dict[str, np.ndarray], Upstream]:
     """The training source of `model`, made by its teacher (`model.teacher_workdir`), cached in `workdir`.
 
     Args:
@@ -45,8 +47,8 @@ def teacher_source(model: LearnsFromTeacher, workdir: pathlib.Path, source: dict
         (`workshop.train.experiment.restore_workdir`).
 
     Returns:
-      `model.teacher_data(teacher, source, seed=seed)`: arrays with a leading
-      example axis, `{"x": [N, *input_shape], ...}`.
+      `model.teacher_data(teacher, source, seed=seed)` (arrays with a leading
+      example axis, `{"x": [N, *input_shape], ...}`), and the restored teacher.
 
     Raises:
       FileNotFoundError: the teacher's workdir has no config.json or no checkpoint.
@@ -64,7 +66,7 @@ def teacher_source(model: LearnsFromTeacher, workdir: pathlib.Path, source: dict
                         remedy=f"this run's checkpoints were trained on the old data: use a new workdir, or delete "
                                f"{workdir} to start over")
         with np.load(data_path) as cached:
-            return {k: cached[k] for k in cached.files}
+            return {k: cached[k] for k in cached.files}, teacher
     start = time.perf_counter()
     data = model.teacher_data(teacher.model, source, seed=seed)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -75,4 +77,28 @@ def teacher_source(model: LearnsFromTeacher, workdir: pathlib.Path, source: dict
                                     sort_keys=True) + "\n")
     _log.info("the teacher in %s (step %d) made %d training examples in %.1f s; cached in %s", teacher.workdir,
               teacher.step, len(data["x"]), time.perf_counter() - start, data_path)
-    return data
+    return data, teacher
+
+
+def initial_weights(model: LearnsFromTeacher, teacher: Upstream) -> nnx.State:
+    """The teacher's parameters (its EMA weights) for `model` to start from.
+
+    Liu et al. (2023) initialise the 2-rectified flow from the 1-rectified
+    one: the student then only straightens paths the teacher already knows.
+
+    Raises:
+      ValueError: the teacher's network differs from the student's (another
+        backbone or width), naming both parameter counts and the way out.
+    """
+    mine, theirs = nnx.state(model, nnx.Param), nnx.state(teacher.model, nnx.Param)
+    shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)  # noqa: E731
+    try:
+        same = jax.tree.structure(mine) == jax.tree.structure(theirs) and shapes(mine) == shapes(theirs)
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        count = lambda tree: sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))  # noqa: E731
+        raise ValueError(f"init_from_teacher: the teacher in {teacher.workdir} has another network "
+                         f"({count(theirs)} parameters) than this model ({count(mine)}): use the teacher's backbone "
+                         f"and sizes, or set model.parameters.init_from_teacher=False to start from random weights")
+    return theirs

@@ -88,6 +88,8 @@ class FlowMatchingParameters(BackboneParameters):
     teacher_sampler: Literal["euler", "heun", "dopri5"] | None = Field(
         None, description="reflow: the teacher's ODE solver for the pairs (None: its own default)")
     teacher_steps: PositiveInt | None = Field(None, description="reflow: the teacher's solver steps (None: its own)")
+    init_from_teacher: bool = Field(
+        True, description="reflow: start from the teacher's EMA weights (Liu et al.); False: from random weights")
 
 
 def sample_times(key: jax.Array, batch: int, kind: str, mean: float = 0.0, std: float = 1.0) -> jax.Array:
@@ -129,6 +131,7 @@ class FlowMatching(ClassConditioning, nnx.Module):
         self.likelihood_solver = p.likelihood_solver
         self.teacher_workdir, self.reflow_pairs = p.teacher_workdir, int(p.reflow_pairs)
         self.teacher_sampler, self.teacher_steps = p.teacher_sampler, p.teacher_steps
+        self.init_from_teacher = bool(p.init_from_teacher)
         self.likelihood_data = ode.dequantized_likelihood_data(p.likelihood_solver, p.likelihood_divergence,
                                                                p.likelihood_probes)
         if p.num_classes is not None:
