@@ -29,6 +29,11 @@ import ml_collections
 from workshop.train.configs import with_defaults
 
 
+# The denoiser's parameters, shared by the configs that compare objectives on this backbone
+# (flow_matching.py:dit, edm.py:dit).
+BACKBONE = dict(patch_size=4, hidden_size=128, depth=4, num_heads=4)
+
+
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "ddpm_dit"
@@ -41,10 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
             beta_schedule="cosine",
             prediction_type="epsilon",
             loss_weighting="plain",
-            patch_size=4,
-            hidden_size=128,
-            depth=4,
-            num_heads=4,
+            **BACKBONE,
             sampler="ddim",
             sampling_steps=50,
         ),

@@ -25,6 +25,11 @@ Results: BENCHMARKS.md, "The other families".
 from workshop.train.configs import ddpm_dit, with_defaults
 
 
+# The denoiser's parameters besides `encoder_features`, shared by the configs that compare
+# objectives on this backbone (flow_matching.py, edm.py).
+BACKBONE = dict(num_res_blocks=1, attention_resolutions=[7], upsampling="resize_conv", num_heads=4)
+
+
 def get_config():
     config = ddpm_dit.get_config()
     config.name = "ddpm_unet"
@@ -34,10 +39,7 @@ def get_config():
         beta_schedule="linear",
         prediction_type="epsilon",
         loss_weighting="plain",
-        num_res_blocks=1,
-        attention_resolutions=[7],
-        upsampling="resize_conv",
-        num_heads=4,
+        **BACKBONE,
         sampler="ddim",
         sampling_steps=50,
     )

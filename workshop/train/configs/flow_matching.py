@@ -1,10 +1,12 @@
-"""Flow matching with the U-Net of ddpm_unet.py on 8-bit Fashion-MNIST.
+"""Flow matching with the U-Net of ddpm_unet.py (or the DiT of ddpm_dit.py) on 8-bit Fashion-MNIST.
 
 Lipman et al. 2023 (arXiv:2210.02747), the conditional optimal-transport path
 x_t = (1 - t) x0 + t eps with velocity target eps - x0, logit-normal training
 times (Esser et al. 2024, arXiv:2403.03206), uniformly dequantised training
-images so the model has a density. The network, optimiser and schedule are
-those of ddpm_unet.py, so the two configs compare the objectives alone.
+images so the model has a density. The network, optimiser, schedule and
+training budget are those of ddpm_unet.py, or of ddpm_dit.py with
+`--config=workshop/train/configs/flow_matching.py:dit`, so the configs
+compare the objectives alone.
 Samples: Heun, 25 steps (50 velocity evaluations); `sample --sampler=euler|
 heun|dopri5 --steps=N` picks another solver.
 
@@ -20,17 +22,26 @@ hundred network evaluations with a JVP.
         --num_samples=16 --sampler=dopri5
 """
 
-from workshop.train.configs import ddpm_unet, with_defaults
+from workshop.train.configs import ddpm_dit, ddpm_unet, with_defaults
+
+_BACKBONES = {"unet": ddpm_unet, "dit": ddpm_dit}
 
 
-def get_config():
-    config = ddpm_unet.get_config()
-    config.name = "flow_matching"
+def backbone_config(backbone: str):
+    """The config of ddpm_unet.py ("unet") or ddpm_dit.py ("dit") and its denoiser's parameters."""
+    if backbone not in _BACKBONES:
+        raise ValueError(f"config argument {backbone!r}: expected one of {sorted(_BACKBONES)} (the backbone), "
+                         f"e.g. --config=workshop/train/configs/flow_matching.py:dit")
+    base = _BACKBONES[backbone]
+    return base.get_config(), dict(base.BACKBONE)
+
+
+def get_config(backbone: str = "unet"):
+    config, network = backbone_config(backbone)
+    config.name = "flow_matching" if backbone == "unet" else f"flow_matching_{backbone}"
     config.model.model_type = "flow_matching"
     config.model.parameters = dict(
-        num_res_blocks=1,
-        attention_resolutions=[7],
-        num_heads=4,
+        **network,
         time_sampling="logit_normal",
         dequantize=True,
         sampler="heun",

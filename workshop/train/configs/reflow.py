@@ -9,7 +9,8 @@ teacher's checkpoint named in `teacher_data.json`). The student regresses the
 velocity eps - x0 of each pair's straight line with uniform times, as in the
 paper. Its paths are straighter than the teacher's, so it samples in a few
 Euler steps (default 4; `sample --sampler=euler --steps=1` for one).
-Network, optimiser and schedule are flow_matching.py's.
+Network, optimiser and schedule are flow_matching.py's (`reflow.py:dit` for
+its DiT variant).
 
     PYTHONPATH=. JAX_PLATFORMS=cpu python3 -m workshop.train.main \
         --config=workshop/train/configs/flow_matching.py --workdir=/tmp/fm
@@ -23,9 +24,9 @@ Network, optimiser and schedule are flow_matching.py's.
 from workshop.train.configs import flow_matching, with_defaults
 
 
-def get_config():
-    config = flow_matching.get_config()
-    config.name = "reflow"
+def get_config(backbone: str = "unet"):
+    config = flow_matching.get_config(backbone)
+    config.name = "reflow" if backbone == "unet" else f"reflow_{backbone}"
     config.model.parameters.update(
         teacher_workdir="runs/flow_matching",
         reflow_pairs=20000,
