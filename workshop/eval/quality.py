@@ -18,7 +18,8 @@ beside them: scores are comparable only for the same feature network and
 similar sample counts (FID is biased upwards at small N, Chong & Forsyth
 2020, arXiv:1911.07023). Fewer than `MIN_RECOMMENDED_SAMPLES` samples log
 a warning. The reference features of a dataset are computed once and cached
-under `cache_dir()/reference_stats/`, keyed by the weights' fingerprint.
+under `cache_dir()/reference_stats/`, keyed by the weights' fingerprint and
+the test images' content.
 
 The same seed gives the same scores: samples are drawn with
 `fold_in(PRNGKey(seed), batch)` and KID's subsets and the PRDC reference
@@ -28,6 +29,7 @@ subset with `seed` too.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 from typing import Any
@@ -80,23 +82,27 @@ def reference_features(
       dataset: "fashion_mnist".
       net: the feature network (default: `load_feature_net()`).
       data_dir: the dataset folder (default: `default_data_dir`).
-      cache: read/write `cache_dir()/reference_stats/<dataset>_test_<net>_<sha>.npz`.
+      cache: read/write `cache_dir()/reference_stats/<dataset>_test_<net>_<sha>_<images>.npz`
+        (`<images>`: a SHA-256 prefix of the test images themselves, so another
+        copy of the dataset, or a fixture of the same name, gets its own entry).
 
     Returns:
       `{"features": [N, D] float32, "mu": [D], "sigma": [D, D]}` (float64 statistics).
     """
     dataset = _check_dataset(dataset)
     net = feature_net_lib.load_feature_net() if net is None else net
-    fingerprint = getattr(net, "fingerprint", None)
-    path = None
-    if cache and fingerprint is not None:
-        path = feature_net_lib.cache_dir() / "reference_stats" / f"{dataset}_test_{net.name}_{fingerprint}.npz"
-        if path.is_file():
-            with np.load(path) as stored:
-                return {k: stored[k] for k in ("features", "mu", "sigma")}
     from workshop.data.datasets.image import load_image_dataset
 
     images = load_image_dataset(dataset, root=data_dir, train=False).images
+    fingerprint = getattr(net, "fingerprint", None)
+    path = None
+    if cache and fingerprint is not None:
+        content = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
+        path = (feature_net_lib.cache_dir() / "reference_stats"
+                / f"{dataset}_test_{net.name}_{fingerprint}_{content}.npz")
+        if path.is_file():
+            with np.load(path) as stored:
+                return {k: stored[k] for k in ("features", "mu", "sigma")}
     features = feature_net_lib.extract_features(net, images)
     mu, sigma = gaussian_statistics(features)
     result = {"features": features, "mu": mu, "sigma": sigma}

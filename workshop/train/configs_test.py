@@ -67,6 +67,13 @@ class ConfigsTest(parameterized.TestCase):
         self.assertEqual(cfg.model.typed_parameters().hidden_features, [48, 48])
         with self.assertRaisesRegex(ValueError, "every_steps"):
             parse("vae.py", "--config.eval.every_steps=0")
+        # The config argument picks the backbone; a model parameter whose default is None is a
+        # typed placeholder that the command line sets.
+        cfg = parse("reflow.py:dit", "--config.model.parameters.teacher_steps=10")
+        self.assertEqual((cfg.model.backbone_type, cfg.model.parameters["teacher_steps"]), ("dit", 10))
+        self.assertEqual(cfg.model.parameters["hidden_size"], 128)
+        self.assertIsNone(parse("reflow.py").model.parameters["teacher_sampler"])
+        self.assertEqual(parse("edm.py:dit").model.parameters["patch_size"], 4)
         # The data of each modality is set in its section; a field of another modality is refused by name.
         cfg = parse("vae.py", "--config.data.image.binarize=fixed", "--config.data.dataset=mnist")
         self.assertEqual((cfg.data.dataset, cfg.data.image.binarize, cfg.data.text), ("mnist", "fixed", None))

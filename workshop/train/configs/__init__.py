@@ -72,7 +72,9 @@ def _fill(section: config_dict.ConfigDict, schema: type[pydantic.BaseModel]) -> 
 
 
 def _lists_to_tuples(value: typing.Any) -> typing.Any:
-    if isinstance(value, (dict, config_dict.ConfigDict)):
+    if isinstance(value, config_dict.ConfigDict):  # typed placeholders stay placeholders
+        return {k: _lists_to_tuples(v) for k, v in value.items(preserve_field_references=True)}
+    if isinstance(value, dict):
         return {k: _lists_to_tuples(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return tuple(_lists_to_tuples(v) for v in value)

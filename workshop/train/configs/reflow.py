@@ -21,6 +21,8 @@ its DiT variant).
         --num_samples=16 --sampler=euler --steps=1
 """
 
+from ml_collections import config_dict
+
 from workshop.train.configs import flow_matching, with_defaults
 
 
@@ -33,5 +35,10 @@ def get_config(backbone: str = "unet"):
         time_sampling="uniform",
         sampler="euler",
         sampling_steps=4,
+        init_from_teacher=True,
     )
+    # None: the teacher's own solver and steps; typed placeholders so that the command
+    # line can set them, e.g. --config.model.parameters.teacher_steps=10.
+    config.model.parameters.teacher_sampler = config_dict.placeholder(str)
+    config.model.parameters.teacher_steps = config_dict.placeholder(int)
     return with_defaults(config)
