@@ -76,15 +76,11 @@ def as_batches(dataset_or_batches: Any, *, batch_size: int = 500, binarize: str 
     from workshop.data.pipeline import BatchPipeline
 
     source = dataset_or_batches
-    if isinstance(source, str):
-        from workshop.data.datasets.toy import TOY_DATASETS, load_toy_dataset
+    if isinstance(source, str):  # the registered loader, as a run with `data.dataset=<name>` reads it
+        from workshop.core.configuration import DataConfiguration
+        from workshop.data.sources import load_split
 
-        if source in TOY_DATASETS:
-            source = load_toy_dataset(source, train=train)
-        else:
-            from workshop.data.datasets.image import load_image_dataset
-
-            source = load_image_dataset(source, train=train)
+        source = load_split(DataConfiguration(dataset=source), train=train)
     if hasattr(source, "images") and hasattr(source, "labels"):
         source = {"x": source.images, "label": source.labels}
     elif isinstance(source, (np.ndarray, jax.Array)):
