@@ -18,13 +18,7 @@ from workshop.train.configs import ddpm_dit, edm, flow_matching
 
 
 def _tiny(config, data_dir):
-    config.model.parameters.update(patch_size=7, hidden_size=16, depth=1, num_heads=2)
-    config.training.update(num_steps=2, log_every=1, eval_every=None, checkpoint_every=2, sample_every=None,
-                           progress_bar=False, tensorboard=False)
-    config.training.optimizer.update(warmup_steps=0, schedule="constant")
-    config.data.update(batch_size=8, eval_batch_size=8, prefetch=0, data_dir=str(data_dir))
-    config.eval.final_eval = False
-    return config
+    return train_binary_testing.shrink_run(config, data_dir, patch_size=7, hidden_size=16, depth=1, num_heads=2)
 
 
 class NfeQualityTest(absltest.TestCase):

@@ -9,7 +9,7 @@ from absl import app
 from absl.testing import absltest, flagsaver
 
 from workshop.data import sources
-from workshop.train import experiment, sample
+from workshop.train import experiment, sample, train_binary_testing
 from workshop.train.configs import transformer_text
 
 
@@ -27,12 +27,8 @@ class SamplePromptTest(absltest.TestCase):
         config = transformer_text.get_config()
         config.model.input_shape = (16,)
         config.model.parameters.update(vocab_size=300, num_layers=1, num_heads=2, embed_dim=16)
-        config.training.update(num_steps=2, log_every=1, eval_every=None, checkpoint_every=2, sample_every=None,
-                               progress_bar=False, tensorboard=False)
-        config.training.optimizer.warmup_steps = 1
-        config.data.update(data_dir=str(corpus), batch_size=4, eval_batch_size=4)
+        train_binary_testing.shrink_run(config, corpus, batch_size=4)
         config.data.text.update(sequence_length=16, vocab_size=300)
-        config.eval.final_eval = False
         cls.workdir = root / "run"
         experiment.train_and_evaluate(config, cls.workdir)
         cls.prompt_ids = sources.encode_text_prompt(experiment.load_experiment_config(cls.workdir).data,

@@ -24,13 +24,7 @@ from workshop.train.configs import ddpm_super_resolution
 def _config(data_dir):
     config = ddpm_super_resolution.get_config()
     config.model.num_timesteps = 20
-    config.model.parameters.update(hidden_size=16, depth=1, num_heads=2, sampling_steps=4)
-    config.training.update(num_steps=2, log_every=1, eval_every=None, checkpoint_every=2, sample_every=None,
-                           progress_bar=False, tensorboard=False)
-    config.training.optimizer.warmup_steps = 1
-    config.data.update(batch_size=8, eval_batch_size=8, data_dir=str(data_dir), prefetch=0)
-    config.eval.final_eval = False
-    return config
+    return train_binary_testing.shrink_run(config, data_dir, hidden_size=16, depth=1, num_heads=2, sampling_steps=4)
 
 
 class SampleBinaryTest(absltest.TestCase):

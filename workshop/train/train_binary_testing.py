@@ -34,8 +34,8 @@ import numpy as np
 
 from workshop.data.idx import write_idx
 
-__all__ = ["RunLog", "SigintAt", "checkpoint_steps", "free_port", "train_losses", "train_records", "wait_until",
-           "write_config", "write_fixture_dataset"]
+__all__ = ["RunLog", "SigintAt", "checkpoint_steps", "free_port", "shrink_run", "train_losses", "train_records",
+           "wait_until", "write_config", "write_fixture_dataset"]
 
 _CONFIG_TEMPLATE = '''"""A tiny VAE run for the fault tests (written by train_binary_testing.py)."""
 from workshop.train.configs import vae
@@ -55,6 +55,27 @@ def get_config():
 
 _TRAINING_DEFAULTS = dict(num_steps=40, log_every=1, eval_every=None, checkpoint_every=10, keep_checkpoints=2,
                           sample_every=None, num_samples=4, progress_bar=False, tensorboard=False)
+
+
+def shrink_run(config: Any, data_dir: str | os.PathLike | None, *, num_steps: int = 2, batch_size: int = 8,
+               **model_parameters: Any) -> Any:
+    """A reference config (ml_collections) cut to a test run: `num_steps` steps, checkpoints every 2, quiet.
+
+    Constant learning rate without warm-up, batches of `batch_size` from
+    `data_dir` (None: keep the config's), no periodic sampling or evaluation,
+    no final likelihood; `model_parameters` update `config.model.parameters`
+    (e.g. a tiny DiT: `patch_size=7, hidden_size=16, depth=1, num_heads=2`).
+    """
+    if model_parameters:
+        config.model.parameters.update(model_parameters)
+    config.training.update(num_steps=num_steps, log_every=1, eval_every=None, checkpoint_every=2, sample_every=None,
+                           progress_bar=False, tensorboard=False)
+    config.training.optimizer.update(warmup_steps=0, schedule="constant")
+    config.data.update(batch_size=batch_size, eval_batch_size=batch_size, prefetch=0)
+    if data_dir is not None:
+        config.data.data_dir = str(data_dir)
+    config.eval.final_eval = False
+    return config
 
 
 def write_fixture_dataset(root: pathlib.Path, n_train: int = 64, n_test: int = 32) -> pathlib.Path:

@@ -39,12 +39,7 @@ def _restoring(model):
 def _tiny_vae(data_dir, num_steps):
     config = vae.get_config()
     config.model.update(latent_dim=2, encoder_features=[8], decoder_features=[8])
-    config.training.update(num_steps=num_steps, log_every=1, eval_every=None, checkpoint_every=2, sample_every=None,
-                           progress_bar=False, tensorboard=False)
-    config.training.optimizer.warmup_steps = 1
-    config.data.update(batch_size=8, eval_batch_size=8, data_dir=str(data_dir), prefetch=0)
-    config.eval.final_eval = False
-    return config
+    return train_binary_testing.shrink_run(config, data_dir, num_steps=num_steps)
 
 
 class FindUpstreamTest(absltest.TestCase):
