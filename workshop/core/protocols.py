@@ -212,9 +212,23 @@ class SamplingOptions(Protocol):
 
 @runtime_checkable
 class SuperResolutionModel(Protocol):
-    """A model that generates a high-resolution image from a low-resolution one."""
+    """A model that generates a high-resolution image from a low-resolution one.
 
+    Attributes:
+      model_type: the registered type, for messages.
+      low_res_shape: `(H / f, W / f, C)`, the shape of one low-resolution input.
+    """
+
+    model_type: str
     low_res_shape: tuple[int, ...]
+
+    def check_low_res(self, low_res: Any, batch: int | None = None) -> jax.Array:
+        """`[B, *low_res_shape]` floats in [0, 1] (uint8 divided by 255); `ValueError` naming what is wrong."""
+        ...
+
+    def downsample(self, x: jax.Array) -> jax.Array:
+        """The low-resolution version the model is trained on: `[B, H, W, C] -> [B, *low_res_shape]`."""
+        ...
 
 
 @runtime_checkable

@@ -30,14 +30,26 @@ class _ElboOnly:
 
 
 class _Upsampler:
+    model_type = "upsampler"
+
     def __init__(self):
         self.low_res_shape = (8, 8, 1)
+
+    def check_low_res(self, low_res, batch=None):
+        return low_res
+
+    def downsample(self, x):
+        return x[:, ::2, ::2]
+
+
+class _LowResShapeOnly:  # an attribute of the same name is not the capability
+    low_res_shape = (8, 8, 1)
 
 
 class CapabilityProtocolsTest(absltest.TestCase):
 
     def test_each_capability_is_recognised_only_where_present(self):
-        models = {"token": _TokenModel(), "sampler": _Sampler(), "upsampler": _Upsampler(), "vae": _Vae(),
+        models = {"token": _TokenModel(), "sampler": _Sampler(), "upsampler": _Upsampler(), "shape_only": _LowResShapeOnly(), "vae": _Vae(),
                   "elbo_only": _ElboOnly(), "plain": object()}
         want = {
             protocols.InputChecks: {"token"},

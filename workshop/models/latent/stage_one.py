@@ -3,7 +3,7 @@
 A latent model (`latent.py`) takes a trained autoencoder as its first stage.
 Models must not import the training code, so reading a workdir's config and
 checkpoint is left to a loader that the training package installs with
-`set_stage_one_loader` (`workshop.train.stage_one`, imported by the train and
+`set_stage_one_loader` (`workshop.train.two_stage`, imported by the train and
 sample binaries); the model calls it through `load_stage_one`.
 
 The frozen first stage is held in `FrozenWeight` variables, not `nnx.Param`:
