@@ -153,6 +153,24 @@ class ShardedTrainingTest(absltest.TestCase):
             trainer.train_step(trainer.init_state(), _batches(1, batch=12)[0])
 
 
+class ContinuousTimeFamiliesTest(absltest.TestCase):
+    """Flow matching and EDM (their own time and noise draws) train the same under FSDP as on one device."""
+
+    def test_fsdp_losses_and_parameters_match_one_device(self):
+        dit = dict(patch_size=4, hidden_size=32, depth=1, num_heads=2)
+        for model_type in ("flow_matching", "edm"):
+            config = ModelConfiguration(model_type=model_type, input_shape=(8, 8, 1), backbone_type="dit",
+                                        parameters=dit)
+            runs = {}
+            for parallelism in ("none", "fsdp"):
+                runs[parallelism] = _run(_trainer(parallelism, model=create_model(config, rngs=nnx.Rngs(0))))
+            (single, single_losses), (fsdp, fsdp_losses) = runs["none"], runs["fsdp"]
+            self.assertTrue(np.all(np.isfinite(single_losses)), model_type)
+            np.testing.assert_allclose(fsdp_losses, single_losses, rtol=2e-4, err_msg=model_type)
+            for a, b in zip(jax.tree.leaves(fsdp.params), jax.tree.leaves(single.params)):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=model_type)
+
+
 class BadInputTest(absltest.TestCase):
     def test_fsdp_on_a_device_count_that_divides_no_axis(self):
         model = _model(shape=(6, 6, 1), encoder=(30,), decoder=(30,))  # kernel [36, 30]
