@@ -11,6 +11,8 @@ from absl.testing import absltest
 from workshop.core import dataset_registry
 from workshop.train import experiment, train_binary_testing
 from workshop.train.checkpointing import CheckpointMismatchError
+from workshop.train.configs import edm as edm_config
+from workshop.train.configs import flow_matching as flow_matching_config
 from workshop.train.configs import vae as vae_config
 from workshop.train.sampling import restore_workdir, write_samples
 
@@ -86,6 +88,21 @@ class ExperimentTest(absltest.TestCase):
         again = experiment.train_and_evaluate(config, workdir)
         self.assertEqual(int(again.state.step), 6)
         self.assertEqual(again.final_metrics["num_examples"], resumed.final_metrics["num_examples"])
+
+    def test_flow_matching_and_edm_resume_exactly(self):
+        # Their time and noise draws come from the run's seed and step: a resumed run redraws the same ones.
+        for module in (flow_matching_config, edm_config):
+            config = train_binary_testing.shrink_run(module.get_config("dit"), self.data_dir, num_steps=4,
+                                                     patch_size=7, hidden_size=16, depth=1, num_heads=2)
+            full_dir = self.create_tempdir().full_path
+            full = experiment.train_and_evaluate(config, full_dir)
+            workdir = self.create_tempdir().full_path
+            cut = experiment.train_and_evaluate(config, workdir, callbacks=[train_binary_testing.SigintAt(2)])
+            self.assertEqual(int(cut.state.step), 2)
+            resumed = experiment.train_and_evaluate(config, workdir)
+            self.assertEqual(int(resumed.state.step), 4)
+            self.assertEqual(train_binary_testing.train_losses(workdir), train_binary_testing.train_losses(full_dir))
+            jax.tree.map(np.testing.assert_array_equal, resumed.state.params, full.state.params)
 
     def test_sample_from_workdir(self):
         workdir = self.create_tempdir().full_path
