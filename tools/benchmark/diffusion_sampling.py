@@ -41,7 +41,7 @@ from tools.benchmark.reports import write_report
 
 from workshop.models.diffusion import DDPM, EDM, FlowMatching
 
-__all__ = ["format_result", "measure_config", "measure_sampling_overhead"]
+__all__ = ["ddpm_nfe", "format_result", "measure_config", "measure_sampling_overhead"]
 
 
 def _flops(compiled) -> float:
@@ -49,6 +49,11 @@ def _flops(compiled) -> float:
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else {}
     return float((analysis or {}).get("flops", float("nan")))
+
+
+def ddpm_nfe(sampler: str, steps: int) -> int:
+    """Denoiser calls of `steps` steps of a DDPM sampler: Heun 2 N - 1 (Karras et al.), the others N."""
+    return 2 * steps - 1 if sampler == "heun" else steps
 
 
 def measure_sampling_overhead(model: Any, *, batch_size: int = 64, steps: int = 50, sampler: str | None = None,
@@ -107,7 +112,7 @@ def measure_sampling_overhead(model: Any, *, batch_size: int = 64, steps: int = 
     forward_c = jax.jit(forward).lower(state, x, t).compile()
     forward_compile = time.perf_counter() - start
     _, nfe = jax.block_until_ready(sample_c(state, key))
-    nfe = int(nfe) if nfe is not None else (2 * steps - 1 if sampler == "heun" else steps)  # heun: Karras et al.
+    nfe = int(nfe) if nfe is not None else ddpm_nfe(sampler, steps)
     jax.block_until_ready(forward_c(state, x, t))
 
     def run_forwards():

@@ -16,7 +16,7 @@ sampler actually spent. The sampler for a budget of n evaluations:
 | flow_matching | Euler, n steps (n NFE) | Heun, n / 2 steps (n NFE) |
 | edm | Euler, n steps (n NFE) | Heun, (n + 1) / 2 steps (2 steps - 1 NFE: 9, 19, 49) |
 
-`--samplers=fm:euler` (family prefix or workdir name, then a sampler) forces one.
+`--samplers=fm:euler` (a workdir's folder name, then a sampler) forces one for that run.
 
 Then the test likelihood of the first `likelihood_images` test images through
 the probability-flow ODE (`workshop.eval.log_likelihood`: dopri5, Hutchinson's
@@ -39,6 +39,7 @@ import jax
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from tools.benchmark.diffusion_sampling import ddpm_nfe
 from tools.benchmark.reports import write_report
 
 from workshop.core.paths import user_path
@@ -72,7 +73,7 @@ def sampler_for(model: Any, nfe: int, override: str | None = None) -> tuple[str,
 def _spent_nfe(model: Any, sampler: str, steps: int) -> int:
     """The network evaluations one sampling call spends (counted by the solver for EDM and flow matching)."""
     if isinstance(model, DDPM):
-        return 2 * steps - 1 if sampler == "heun" else steps
+        return ddpm_nfe(sampler, steps)
     graphdef, state = nnx.split(model)
     count = jax.jit(lambda s: nnx.merge(graphdef, s).sample(n_samples=1, rngs=nnx.Rngs(0), sampler=sampler,
                                                               steps=steps)[1])

@@ -91,11 +91,8 @@ def initial_weights(model: LearnsFromTeacher, teacher: Upstream) -> nnx.State:
         backbone or width), naming both parameter counts and the way out.
     """
     mine, theirs = nnx.state(model, nnx.Param), nnx.state(teacher.model, nnx.Param)
-    shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)  # noqa: E731
-    try:
-        same = jax.tree.structure(mine) == jax.tree.structure(theirs) and shapes(mine) == shapes(theirs)
-    except (TypeError, ValueError):
-        same = False
+    same = jax.tree.structure(mine) == jax.tree.structure(theirs) and all(
+        a.shape == b.shape for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)))
     if not same:
         count = lambda tree: sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))  # noqa: E731
         raise ValueError(f"init_from_teacher: the teacher in {teacher.workdir} has another network "
